@@ -1,0 +1,72 @@
+"""The application factory: settings → services → surfaces → error handlers → CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, jsonify
+
+from .errors import register_error_handlers
+from .services import Services, build_services
+from .settings import Settings
+
+#: Each surface package exposes ``init_app(app, services)``.
+SURFACES: tuple[str, ...] = ()
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, *, services: Services | None = None) -> Flask:
+    """Build the service. ``overrides`` take precedence over ``HUINONG_*`` environment variables."""
+    settings = services.settings if services else Settings.from_env(overrides=overrides).validate()
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO))
+    services = services or build_services(settings)
+
+    app = Flask("bot", instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=services.secret_key,
+        MAX_CONTENT_LENGTH=max(settings.max_upload_bytes, settings.max_body_bytes) + 64 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=settings.session_hours),
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False
+    app.extensions["huinong"] = services
+
+    @app.get("/healthz")
+    def healthz():
+        from sqlalchemy import text
+
+        status: dict[str, Any] = {"ok": True}
+        try:
+            with services.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            status["database"] = {"ok": True, "backend": services.engine.dialect.name}
+        except Exception as exc:  # report, don't crash: this is the health check
+            status["ok"] = False
+            status["database"] = {"ok": False, "error": type(exc).__name__}
+        try:
+            status["index"] = {"ok": True, **services.knowledge().status()}
+        except Exception as exc:
+            status["ok"] = False
+            status["index"] = {"ok": False, "error": str(exc)[:200]}
+        return jsonify(status), 200 if status["ok"] else 503
+
+    import importlib
+
+    for name in SURFACES:
+        importlib.import_module(name).init_app(app, services)
+
+    register_error_handlers(app)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.extensions["huinong"]

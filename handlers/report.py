@@ -1,0 +1,279 @@
+"""The intake use case: one report of hardship, from any channel, lands once in the queue.
+
+``submit`` validates everything before it writes, creates the case idempotently on the
+channel's inbound key, commits, and only then returns the acknowledgement (reference number
+and what to ask next). ``progress`` lists a reporter's cases with step and deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+from storage import session_scope
+from storage.cases import cases_for_reporter, create_case, open_case_for
+from storage.enums import Channel, RiskType
+from storage.models import Case, Household, Region, utcnow
+from storage.outbox import enqueue
+from storage.people import staff_in_region
+from storage.regions import ancestors, deadline_days
+
+from . import texts
+from .context import Context
+from .deadlines import DEFAULT_STEP_DAYS, is_overdue
+from .errors import NotFound, ValidationError
+
+PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
+MAX_NAME = 32
+
+
+@dataclass
+class ReportInput:
+    """What a channel knows about a report. Either ``household_id`` or ``village_id`` must be set."""
+
+    channel: str
+    inbound_key: str | None = None
+    household_id: int | None = None
+    reporter_id: int | None = None
+    reporter_name: str = ""
+    reporter_phone: str | None = None
+    reporter_id_number: str | None = None
+    village_id: int | None = None
+    risk_types: list[str] = field(default_factory=list)
+    description: str = ""
+    #: None → decided from the description by the understanding module.
+    urgent: bool | None = None
+    urgent_reasons: list[str] = field(default_factory=list)
+    actor_name: str = ""
+
+
+@dataclass
+class Ack:
+    ref: str
+    case_id: int
+    created: bool
+    urgent: bool
+    due_at: dt.datetime | None
+    risk_types: list[str]
+    next_questions: list[str]
+    message: str
+
+
+def _validate(ctx: Context, data: ReportInput) -> tuple[str, list[str], str]:
+    try:
+        channel = Channel.parse(data.channel).value
+    except ValueError as exc:
+        raise ValidationError("申报渠道不正确", field="channel") from exc
+    if not isinstance(data.risk_types, list | tuple):
+        raise ValidationError("困难类型格式不正确", field="risk_types")
+    risks: list[str] = []
+    for r in data.risk_types:
+        try:
+            code = RiskType.parse(str(r)).value
+        except ValueError as exc:
+            raise ValidationError(f"未知的困难类型：{str(r)[:20]}", field="risk_types") from exc
+        if code not in risks:
+            risks.append(code)
+    description = (data.description or "").strip()
+    if len(description) > ctx.max_description_chars:
+        raise ValidationError(
+            f"情况说明太长了（最多 {ctx.max_description_chars} 字），请分几次发送", field="description"
+        )
+    if len(data.reporter_name or "") > MAX_NAME:
+        raise ValidationError("姓名太长了", field="reporter_name")
+    if data.reporter_phone and not PHONE_RE.match(data.reporter_phone):
+        raise ValidationError("手机号码格式不正确，请填写11位手机号", field="reporter_phone")
+    if data.household_id is None and data.village_id is None:
+        raise ValidationError("请先绑定户码，或告诉我们您是哪个村的", field="village_id")
+    return channel, risks, description
+
+
+def _understand(description: str):
+    from .understanding import classify
+
+    return classify(description)
+
+
+def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -> Ack:
+    """Create (or find, on a retry) the case for ``data`` and return its acknowledgement."""
+    channel, risks, description = _validate(ctx, data)
+    now = now or utcnow()
+
+    urgent = data.urgent
+    reasons = list(data.urgent_reasons)
+    pii_id, pii_phone = None, None
+    if description:
+        from .pii import find_pii, mask_pii
+
+        found = find_pii(description)
+        pii_id = found.id_numbers[0] if found.id_numbers else None
+        pii_phone = found.phones[0] if found.phones else None
+        understanding = _understand(description) if (urgent is None or not risks) else None
+        description = mask_pii(description)
+        if understanding is not None:
+            if urgent is None:
+                urgent = understanding.urgent
+                reasons += list(understanding.reasons) if understanding.urgent else []
+            if not risks:
+                risks = [str(getattr(r, "value", r)) for r in understanding.risk_types]
+    urgent = bool(urgent)
+
+    with session_scope(ctx.engine) as session:
+        household = None
+        if data.household_id is not None:
+            household = session.get(Household, data.household_id)
+            if household is None:
+                raise NotFound("没有找到这户的信息", field="household_id")
+        village_id = household.village_id if household else data.village_id
+        village = session.get(Region, village_id)
+        if village is None or village.level != "village":
+            raise ValidationError("没有找到这个村，请核对村名", field="village_id")
+
+        phone = data.reporter_phone or pii_phone
+        rule_days = deadline_days(session, step="warning", region=village)
+        days = rule_days if rule_days is not None else DEFAULT_STEP_DAYS["warning"]
+        due = ctx.calendar.add_working_days(now, days)
+        fields = dict(
+            channel=channel,
+            household_id=household.id if household else None,
+            reporter_id=data.reporter_id,
+            reporter_name=(data.reporter_name or (household.head_name if household else ""))[:MAX_NAME],
+            reporter_phone_enc=ctx.cipher.encrypt(phone),
+            reporter_phone_idx=ctx.cipher.blind_index(phone),
+            reporter_id_number_enc=ctx.cipher.encrypt(data.reporter_id_number or pii_id),
+            village_id=village.id,
+            region_path=village.path,
+            risk_types=risks,
+            description=description,
+            urgent=urgent,
+            urgent_reasons="；".join(reasons)[:500],
+            step="warning",
+            due_at=due,
+        )
+        case, created = create_case(
+            session,
+            inbound_key=data.inbound_key,
+            fields=fields,
+            actor_kind="staff" if channel == "staff" else "villager",
+            actor_name=data.actor_name or fields["reporter_name"],
+            now=now,
+        )
+        if created:
+            dup = open_case_for(
+                session, household_id=case.household_id, reporter_id=case.reporter_id, exclude_id=case.id
+            )
+            if dup is not None:
+                case.possible_duplicate_of_id = dup.id
+                session.add(case)
+            if case.urgent:
+                _notify_urgent(session, case, village)
+        ack = _ack(case, created)
+    return ack
+
+
+def _notify_urgent(session, case: Case, village: Region) -> None:
+    """Queue a template message to the township staff responsible for the village."""
+    chain = ancestors(session, village)
+    township = next((r for r in reversed(chain) if r.level == "township"), None)
+    if township is None:
+        return
+    for staff in staff_in_region(session, region_path_prefix=township.path, roles=("township",)):
+        if not staff.wechat_openid:
+            continue
+        enqueue(
+            session,
+            kind="template",
+            recipient=staff.wechat_openid,
+            payload={
+                "template": "urgent_case",
+                "data": {"ref": case.ref, "village": village.name, "reasons": case.urgent_reasons},
+            },
+            dedupe_key=f"urgent:{case.id}:{staff.id}",
+            case_id=case.id,
+        )
+
+
+def _ack(case: Case, created: bool) -> Ack:
+    questions = []
+    if not case.risk_types:
+        questions.append(texts.ASK_RISK.format(menu=texts.risk_menu()))
+    if not case.description:
+        questions.append(texts.ASK_DESCRIPTION)
+    if not created:
+        message = texts.ACK_DUPLICATE.format(ref=case.ref)
+    elif case.urgent:
+        message = texts.ACK_REPORT_URGENT.format(ref=case.ref)
+    else:
+        due = case.due_at.astimezone(dt.timezone(dt.timedelta(hours=8))) if case.due_at else None
+        message = texts.ACK_REPORT.format(ref=case.ref, due=texts.format_date(due) if due else "近期")
+    return Ack(
+        ref=case.ref, case_id=case.id, created=created, urgent=case.urgent, due_at=case.due_at,
+        risk_types=list(case.risk_types), next_questions=questions, message=message,
+    )
+
+
+@dataclass
+class ProgressItem:
+    ref: str
+    created_at: dt.datetime
+    step: str
+    step_label: str
+    status: str
+    due_at: dt.datetime | None
+    overdue: bool
+    outcome: str | None
+
+
+def status_words(case: Case) -> str:
+    if case.outcome:
+        words = texts.OUTCOME_STATUS.get(case.outcome, "")
+        if case.outcome == "rejected" and case.outcome_reason:
+            words += f"（原因：{case.outcome_reason}）"
+        return words
+    return texts.STEP_STATUS.get(case.step, "")
+
+
+def progress(
+    ctx: Context, *, reporter_id: int | None = None, household_id: int | None = None,
+    now: dt.datetime | None = None, limit: int = 10,
+) -> list[ProgressItem]:
+    from storage.enums import ProcedureStep
+
+    now = now or utcnow()
+    with session_scope(ctx.engine) as session:
+        cases = cases_for_reporter(session, reporter_id=reporter_id, household_id=household_id, limit=limit)
+        return [
+            ProgressItem(
+                ref=c.ref,
+                created_at=c.created_at,
+                step=c.step,
+                step_label=ProcedureStep.parse(c.step).label,
+                status=status_words(c),
+                due_at=c.due_at if not c.closed_at else None,
+                overdue=not c.closed_at and is_overdue(c.due_at, now),
+                outcome=c.outcome,
+            )
+            for c in cases
+        ]
+
+
+def progress_text(items: list[ProgressItem]) -> str:
+    """The progress reply for chat."""
+    if not items:
+        return texts.NO_CASES
+    cst = dt.timezone(dt.timedelta(hours=8))
+    lines = [texts.PROGRESS_HEAD]
+    for it in items:
+        if it.overdue:
+            due = texts.PROGRESS_OVERDUE
+        elif it.due_at:
+            due = texts.PROGRESS_DUE.format(due=texts.format_date(it.due_at.astimezone(cst)))
+        else:
+            due = ""
+        lines.append(
+            texts.PROGRESS_LINE.format(
+                ref=it.ref, date=texts.format_date(it.created_at.astimezone(cst)), status=it.status, due=due
+            )
+        )
+    return "\n".join(lines)

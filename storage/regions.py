@@ -1,0 +1,104 @@
+"""The region tree (县 → 乡镇 → 村) and per-region deadline rules."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from .models import DeadlineRule, Region
+
+
+def create_region(session: Session, *, name: str, level: str, parent: Region | None = None) -> Region:
+    """Insert a region under ``parent`` (or return the existing one with that name there)."""
+    existing = session.exec(
+        select(Region).where(Region.name == name, Region.parent_id == (parent.id if parent else None))
+    ).first()
+    if existing:
+        return existing
+    region = Region(name=name, level=level, parent_id=parent.id if parent else None)
+    session.add(region)
+    session.flush()
+    region.path = (parent.path if parent else "/") + f"{region.id}/"
+    session.add(region)
+    session.flush()
+    return region
+
+
+def get_region(session: Session, region_id: int) -> Region | None:
+    return session.get(Region, region_id)
+
+
+def find_region(session: Session, name: str, *, level: str | None = None) -> list[Region]:
+    stmt = select(Region).where(Region.name == name)
+    if level:
+        stmt = stmt.where(Region.level == level)
+    return list(session.exec(stmt))
+
+
+def find_villages(session: Session, text: str, *, limit: int = 5) -> list[Region]:
+    """Villages whose name appears in ``text`` or contains it (for "我是XX村的")."""
+    text = text.strip()
+    if not text:
+        return []
+    villages = session.exec(select(Region).where(Region.level == "village")).all()
+    hits = [v for v in villages if v.name in text or text in v.name]
+    return hits[:limit]
+
+
+def ancestors(session: Session, region: Region) -> list[Region]:
+    """From the root down to ``region`` itself."""
+    ids = [int(x) for x in region.path.strip("/").split("/") if x]
+    if not ids:
+        return [region]
+    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows]
+
+
+def region_label(session: Session, region: Region | None) -> str:
+    if region is None:
+        return ""
+    return "".join(r.name for r in ancestors(session, region))
+
+
+def children(session: Session, region: Region) -> list[Region]:
+    return list(session.exec(select(Region).where(Region.parent_id == region.id).order_by(Region.id)))
+
+
+def set_deadline(session: Session, *, step: str, working_days: int, region: Region | None = None) -> DeadlineRule:
+    rid = region.id if region else None
+    rule = session.exec(
+        select(DeadlineRule).where(DeadlineRule.region_id == rid, DeadlineRule.step == step)
+    ).first()
+    if rule is None:
+        rule = DeadlineRule(region_id=rid, step=step, working_days=working_days)
+    rule.working_days = working_days
+    session.add(rule)
+    session.flush()
+    return rule
+
+
+def deadline_days(session: Session, *, step: str, region: Region | None) -> int | None:
+    """Working days for ``step``: the nearest rule on the way up from ``region``, else the default."""
+    chain = list(reversed(ancestors(session, region))) if region else []
+    ids = [r.id for r in chain]
+    rules = session.exec(select(DeadlineRule).where(DeadlineRule.step == step)).all()
+    by_region = {r.region_id: r.working_days for r in rules}
+    for rid in ids:
+        if rid in by_region:
+            return by_region[rid]
+    return by_region.get(None)
+
+
+def default_deadline_steps(session: Session) -> set[str]:
+    """Steps that already have a region-independent deadline rule."""
+    return {r.step for r in session.exec(select(DeadlineRule).where(DeadlineRule.region_id.is_(None)))}
+
+
+def region_by_names(session: Session, names: list[str]) -> list[Region]:
+    """Regions matching a chain of names from any level down (``["白河县", "城关镇"]``)."""
+    if not names:
+        return []
+    candidates = list(session.exec(select(Region).where(Region.name == names[0])))
+    for name in names[1:]:
+        ids = [c.id for c in candidates]
+        candidates = list(session.exec(select(Region).where(Region.name == name, Region.parent_id.in_(ids))))
+    return candidates

@@ -1,0 +1,31 @@
+from bot.app import create_app
+
+
+def test_factory_builds_with_overrides(tmp_path):
+    app = create_app({"instance_dir": str(tmp_path / "inst"), "env": "test"})
+    assert app.extensions["huinong"].settings.env == "test"
+    assert (tmp_path / "inst" / "huinong.db").exists()
+
+
+def test_healthz_reports_database_and_missing_index(client):
+    resp = client.get("/healthz")
+    body = resp.get_json()
+    assert body["database"] == {"ok": True, "backend": "sqlite"}
+    # No index was built in this test instance: the health check says so instead of crashing.
+    assert body["index"]["ok"] is False
+    assert resp.status_code == 503
+
+
+def test_unknown_api_route_gets_canonical_json_error(client):
+    resp = client.get("/api/v1/does-not-exist")
+    assert resp.status_code == 404
+    body = resp.get_json()
+    assert body["ok"] is False and body["error"]["code"] == "not_found"
+    assert body["error"]["message"]
+
+
+def test_unknown_page_is_a_chinese_page_without_trace(client):
+    resp = client.get("/nope")
+    assert resp.status_code == 404
+    text = resp.get_data(as_text=True)
+    assert "没有找到" in text and "Traceback" not in text
