@@ -14,7 +14,11 @@ from .services import Services, build_services
 from .settings import Settings
 
 #: Each surface package exposes ``init_app(app, services)``.
-SURFACES: tuple[str, ...] = ()
+SURFACES: tuple[str, ...] = (
+    # "bot.wechat",
+    # "bot.console",
+    # "bot.miniprogram",
+)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, *, services: Services | None = None) -> Flask:

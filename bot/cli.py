@@ -18,7 +18,10 @@ import click
 from .settings import Settings, SettingsError
 
 #: Modules that add commands to the group: each exposes ``commands: list[click.Command]``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    # "bot.wechat.commands",
+    # "bot.console.commands",
+)
 
 
 def _settings() -> Settings:
