@@ -17,6 +17,7 @@ model is loaded, so the web service can import it at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import pathlib
 import sys
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy
@@ -142,6 +143,23 @@ def _set_offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Hide the per-tensor "Loading weights" bar while a model loads, then restore the setting."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _folder_name(folder: pathlib.Path) -> str:
     """A stable identifier for a sentence-transformers folder without hashing the weights.
 
@@ -200,7 +218,11 @@ class SentenceTransformerEmbedder:
         self.batch_size = int(batch_size)
         self._log = log
         self._model = self._load(path)
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
         if not dim:
             raise EmbedderError(f"could not determine the embedding dimension of {str(path)!r}")
         self.dimension = int(dim)
@@ -221,7 +243,8 @@ class SentenceTransformerEmbedder:
                 "sentence-transformers is not installed; install the project dependencies"
             ) from exc
         try:
-            return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            with _quiet_progress_bars():
+                return SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - many libraries, many exception types
             raise EmbedderError(
                 f"could not load the embedding model from {str(path)!r}: "
@@ -277,4 +300,10 @@ def load_embedder(
     from knowledge import e5convert
 
     folder = e5convert.ensure_converted(pathlib.Path(cache_dir), log=log)
-    return SentenceTransformerEmbedder(folder, name=e5convert.MODEL_NAME, log=log)
+    try:
+        return SentenceTransformerEmbedder(folder, name=e5convert.MODEL_NAME, log=log)
+    except EmbedderError as exc:
+        # The cached conversion is ours to rebuild: a damaged copy should not need a human.
+        log(f"embedder: cached model failed to load ({exc}); converting it again")
+        folder = e5convert.ensure_converted(pathlib.Path(cache_dir), force=True, log=log)
+        return SentenceTransformerEmbedder(folder, name=e5convert.MODEL_NAME, log=log)
