@@ -1,0 +1,406 @@
+"""Rule-based message understanding: report or question, which risk types, how urgent, and why.
+
+How a message is read:
+
+1. The text is normalised (NFKC, lower case) and cut into clauses at punctuation and spaces,
+   because villagers separate thoughts with spaces ("房子昨晚塌了一间 娃没地方住").
+2. Every group of the vocabulary table is scanned once. A risk, urgency, hardship or report term
+   is *negated* when a negator stands right before it in its clause (没有住院, 不是塌, 没被冲).
+3. A clause is *framed* when it is conditional or merely "about" something (如果/万一/关于 …),
+   *a question clause* when it holds an interrogative (怎么, 多少, 吗 …; a plea such as 咋办 is
+   not one), *stale* when the event is long past (去年, 几年前, 出院了), *worried* (怕, 担心).
+4. A term counts as something that happened ("full") unless it is negated or framed, or it sits in
+   a question clause without an anchor: a family word (我爸, 娃, 家里), a time word (昨晚, 前天),
+   a perfective right after it (住院了), or a hardship phrase (交不起). So "怎么申报住院报销"
+   only mentions 住院 as a topic, while "我爸住院能报多少" reports it.
+5. Scores: report = urgency 3 + explicit wish to report 3 + hardship 2 + the best risk term
+   (1, a topic noun 0.5; +0.5 with a family word, +1 anchored in time or perfective);
+   question = interrogative 2 + plea 1 + policy words (≤ 2) + framing 1 + a generic subject 1.
+   Progress queries and pure greetings are recognised first. A report needs 2.5 (e.g. an adverse
+   event told of one's own family: "我家猪死了一半"), or ≥ 1 and at least the question score; a report that also holds an interrogative is flagged ``also_question``.
+6. Risk types come from the full terms; a generic medical term (住院, 手术) gives way to an
+   accident, a crop loss to a disaster (the ``defer`` flag in the table). A report with no
+   risk term is filed under 其他.
+
+Every decision is recorded in ``reasons`` in Chinese, so staff can see why a case was flagged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from storage.enums import RiskType
+
+from ..pii import mask_pii
+from .vocabulary import Hit, Vocabulary, load_vocabulary, normalize
+
+__all__ = ["Intent", "Understanding", "classify"]
+
+
+class Intent(str, Enum):
+    """What the sender wants."""
+
+    REPORT = "report"
+    QUESTION = "question"
+    PROGRESS = "progress"
+    GREETING = "greeting"
+    OTHER = "other"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """The classifier's reading of one message."""
+
+    intent: Intent
+    risk_types: tuple[RiskType, ...] = ()
+    urgent: bool = False
+    reasons: tuple[str, ...] = ()
+    #: A report that also asks something: answer ``question_text`` as well as filing the case.
+    also_question: bool = False
+    #: What to send to the policy search (PII masked); set for questions and ``also_question``.
+    question_text: str | None = None
+    #: Risk types merely mentioned (e.g. the topic of a question); a hint for retrieval.
+    topics: tuple[RiskType, ...] = ()
+    report_score: float = 0.0
+    question_score: float = 0.0
+
+    @property
+    def is_report(self) -> bool:
+        return self.intent is Intent.REPORT
+
+    def to_json(self) -> dict:
+        """The batch contract's fields plus the explanation."""
+        return {
+            "intent": self.intent.value,
+            "risk_types": [r.value for r in self.risk_types],
+            "urgent": self.urgent,
+            "also_question": self.also_question,
+            "question_text": self.question_text,
+            "reasons": list(self.reasons),
+        }
+
+
+# Clause separators: punctuation (after NFKC, so full-width forms are ASCII) and whitespace.
+_CLAUSE_RE = re.compile(r"[^,.!?;:~、。\s…\"'“”‘’()\[\]【】《》]+")
+# A negator right before a term in its clause, with at most two light words in between.
+_NEGATION_RE = re.compile(
+    r"(?:没有|没得|莫得|冇|并没有|并没|从没|从来没|从未|还没有|还没|不是|不用|不会|不要|不至于|不算|没|不|未|无|别)"
+    r"(?:有|是|再|被|要|用|会|曾|太|啥|什么|怎么|咋|得|到|在|也|都|算|过|遭|受|人){0,2}$"
+)
+# "How do I report …" is a question about reporting, not a report.
+_ASKING_HOW_RE = re.compile(r"(?:怎么|怎样|如何|咋|哪里|在哪|能不能|可以|可不可以)[^,。!?\s]{0,2}$")
+_PERFECTIVE_RE = re.compile(r"^[^,。!?\s]{0,2}?(?:了|过|啦|咯|掉)")
+_CJK_RE = re.compile(r"[\u4e00-\u9fff]")
+
+_URGENT_LABELS = {
+    "medical": "就医",
+    "collapse": "房屋倒塌或无处居住",
+    "disaster": "灾害",
+    "fire": "火灾",
+    "death": "家人去世",
+    "hunger": "断粮",
+    "dropout": "辍学",
+    "injury": "意外受伤",
+    "water": "断水",
+    "despair": "求救",
+    "imminent": "房屋随时可能倒塌",
+}
+
+_RISK_ORDER = {r: i for i, r in enumerate(RiskType)}
+
+
+@dataclass
+class _Clause:
+    start: int
+    end: int
+    framed: bool = False
+    question: bool = False
+    anchored: bool = False
+    stale: bool = False
+    worried: bool = False
+    generic: bool = False
+    progress: bool = False
+
+
+@dataclass
+class _Scan:
+    text: str
+    clauses: list[_Clause]
+    starts: list[int]
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
+
+    def clause_of(self, pos: int) -> _Clause:
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return self.clauses[max(i, 0)]
+
+
+def _scan(text: str, vocab: Vocabulary) -> _Scan:
+    clauses = [_Clause(m.start(), m.end()) for m in _CLAUSE_RE.finditer(text)] or [_Clause(0, len(text))]
+    scan = _Scan(text, clauses, [c.start for c in clauses])
+    scan.hits = vocab.scan(text)
+    # A plea (咋办, 怎么办) is not an interrogative: drop the 怎么 inside 怎么办.
+    questions = scan.hits.pop("question", [])
+    pleas = [h for h in questions if h.term.key == "plea"]
+    scan.hits["plea"] = pleas
+    scan.hits["asking"] = [
+        h
+        for h in questions
+        if h.term.key != "plea" and not any(p.start < h.end and h.start < p.end for p in pleas)
+    ]
+    return scan
+
+
+def _negated(scan: _Scan, hit: Hit) -> bool:
+    clause = scan.clause_of(hit.start)
+    return bool(_NEGATION_RE.search(scan.text[clause.start : hit.start]))
+
+
+def _perfective(scan: _Scan, hit: Hit) -> bool:
+    clause = scan.clause_of(hit.start)
+    return bool(_PERFECTIVE_RE.match(scan.text[hit.end : clause.end]))
+
+
+def _mark_clauses(scan: _Scan) -> None:
+    def mark(group: str, attr: str) -> None:
+        for h in scan.hits.get(group, ()):
+            setattr(scan.clause_of(h.start), attr, True)
+
+    mark("frame", "framed")
+    mark("asking", "question")
+    mark("stale", "stale")
+    # Long past (去年, 前年 …) carries forward to the following clauses until a recent marker
+    # (昨天, 现在, 又 …): "前年从房上摔下来 腰摔断了 现在瘫在炕上".
+    recent = {id(scan.clause_of(h.start)) for h in scan.hits.get("recent", ())}
+    carrying = False
+    for clause in scan.clauses:
+        if id(clause) in recent and not clause.stale:
+            carrying = False
+        if clause.stale:
+            carrying = True
+        clause.stale = carrying
+    mark("worry", "worried")
+    mark("generic", "generic")
+    mark("progress", "progress")
+    mark("person", "anchored")
+    mark("time", "anchored")
+    for h in scan.hits.get("hardship", ()):
+        clause = scan.clause_of(h.start)
+        if not clause.generic and not _negated(scan, h):
+            clause.anchored = True
+
+
+def _full(scan: _Scan, hit: Hit) -> bool:
+    """True when the term reports something that happened (see the module docstring, step 4)."""
+    clause = scan.clause_of(hit.start)
+    if clause.framed or clause.progress or _negated(scan, hit):
+        return False
+    if clause.question and not clause.anchored and not _perfective(scan, hit):
+        return False
+    return True
+
+
+def _join(hits: list[Hit]) -> str:
+    return "、".join(dict.fromkeys(h.text for h in hits))
+
+
+def _risk_types(hits: list[Hit], *, burden: bool = True) -> list[RiskType]:
+    """Risk types of the given risk hits.
+
+    A deferred match is dropped when its target type is present. An everyday activity (打工,
+    上学) names a type only when the message speaks of a burden (``burden``) or names nothing else.
+    """
+    strong = {h.term.key for h in hits if not h.term.defer}
+    kept = [h for h in hits if not (h.term.defer & strong)]
+    specific = {RiskType(h.term.key) for h in kept if not h.term.neutral}
+    neutral = {RiskType(h.term.key) for h in kept if h.term.neutral}
+    types = specific | neutral if (burden or not specific) else specific
+    if specific - {RiskType.OTHER}:  # 其他 is the fallback, not an addition to a specific type
+        types.discard(RiskType.OTHER)
+    return sorted(types, key=_RISK_ORDER.__getitem__)
+
+
+def _rest(scan: _Scan, groups: tuple[str, ...]) -> str:
+    """The text with every hit of ``groups`` removed."""
+    keep = [True] * len(scan.text)
+    for group in groups:
+        for h in scan.hits.get(group, ()):
+            keep[h.start : h.end] = [False] * (h.end - h.start)
+    return "".join(ch for ch, k in zip(scan.text, keep, strict=True) if k)
+
+
+def _greeting_only(scan: _Scan) -> bool:
+    if not scan.hits.get("greeting"):
+        return False
+    return not re.sub(r"[\W_]+", "", _rest(scan, ("greeting", "greeting_filler", "filler")))
+
+
+def _filler_only(scan: _Scan) -> bool:
+    return len(_CJK_RE.findall(_rest(scan, ("filler",)))) < 2
+
+
+def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understanding:
+    """Read one message: intent, risk types, urgency, and the reasons for each.
+
+    >>> u = classify("我爸脑梗住院了 押金交不起")
+    >>> u.intent.value, [r.value for r in u.risk_types], u.urgent
+    ('report', ['illness'], True)
+    >>> classify("怎么申报住院报销").intent.value
+    'question'
+    """
+    vocab = vocabulary or load_vocabulary()
+    norm = normalize(text or "").strip()
+    if not norm:
+        return Understanding(Intent.OTHER, reasons=("空消息",))
+    scan = _scan(norm, vocab)
+    _mark_clauses(scan)
+    reasons: list[str] = []
+
+    risk_hits = scan.hits.get("risk", [])
+    full_risk = [h for h in risk_hits if _full(scan, h)]
+    mentioned = [h for h in risk_hits if not _negated(scan, h) and not scan.clause_of(h.start).progress]
+    negated = [h for h in risk_hits + scan.hits.get("urgent", []) if _negated(scan, h)]
+    if negated:
+        reasons.append(f"否定，未计入：{_join(negated)}")
+
+    # ---- report score
+    report = 0.0
+    urgent_hits: list[Hit] = []
+    calm: list[Hit] = []
+    for h in scan.hits.get("urgent", []):
+        if not _full(scan, h):
+            continue
+        clause = scan.clause_of(h.start)
+        # A worry about imminent collapse (怕是要塌了) is still urgent; other worries are not.
+        muted = clause.stale or (clause.worried and h.term.key != "imminent")
+        (calm if muted else urgent_hits).append(h)
+    if urgent_hits:
+        report += 3
+    if calm:
+        reasons.append(f"时间久远或仅是担心，不计紧急：{_join(calm)}")
+    asks = [
+        h
+        for h in scan.hits.get("report_ask", [])
+        if _full(scan, h)
+        and not scan.text.startswith("的", h.end)  # 我申报的事: a reference, not a wish
+        and not _ASKING_HOW_RE.search(scan.text[scan.clause_of(h.start).start : h.start])
+    ]
+    if asks:
+        report += 3
+        reasons.append(f"申报意愿：{_join(asks)}")
+    hardship = [h for h in scan.hits.get("hardship", []) if _full(scan, h)]
+    hardship = [h for h in hardship if not scan.clause_of(h.start).generic]
+    if hardship:
+        report += 2
+        reasons.append(f"困难表述：{_join(hardship)}")
+    has_person = bool(scan.hits.get("person"))
+    best = 0.0
+    for h in full_risk:
+        clause = scan.clause_of(h.start)
+        timed = any(clause.start <= t.start < clause.end for t in scan.hits.get("time", ()))
+        if h.term.neutral:  # 打工, 上学: names the type, proves no hardship
+            continue
+        score = (0.5 if h.term.topic else 1.0) + (0.5 if has_person else 0.0)
+        score += 1.0 if (timed or _perfective(scan, h)) else 0.0
+        best = max(best, score)
+    report += best
+
+    # ---- question score
+    asking = [h for h in scan.hits.get("asking", []) if not scan.clause_of(h.start).progress]
+    pleas = scan.hits.get("plea", [])
+    policy = scan.hits.get("policy", [])
+    frames = scan.hits.get("frame", [])
+    generic = scan.hits.get("generic", [])
+    question = (2.0 if asking else 0.0) + (1.0 if pleas else 0.0)
+    question += min(2, len({h.text for h in policy})) + (1.0 if frames else 0.0) + (1.0 if generic else 0.0)
+    if asking:
+        reasons.append(f"提问：{_join(asking)}")
+    if pleas:
+        reasons.append(f"求助语气：{_join(pleas)}")
+    if policy:
+        reasons.append(f"政策词：{_join(policy)}")
+    if frames or generic:
+        reasons.append(f"假设或泛指：{_join(frames + generic)}")
+
+    def done(intent: Intent, **kw) -> Understanding:
+        return Understanding(
+            intent,
+            reasons=tuple(reasons),
+            topics=tuple(_risk_types(mentioned)),
+            report_score=report,
+            question_score=question,
+            **kw,
+        )
+
+    # ---- decide
+    progress = scan.hits.get("progress", [])
+    if progress and report < 3:
+        reasons.append(f"进度查询：{_join(progress)}")
+        return done(Intent.PROGRESS)
+    if _greeting_only(scan) or (
+        scan.hits.get("greeting") and report == 0 and question == 0 and not risk_hits
+    ):
+        reasons.append(f"问候：{_join(scan.hits['greeting'])}")
+        return done(Intent.GREETING)
+
+    if report >= 2.5 or (report >= 1 and report >= question):
+        burden = bool(hardship or urgent_hits)
+        types = (
+            _risk_types(full_risk, burden=burden) or _risk_types(mentioned, burden=burden) or [RiskType.OTHER]
+        )
+        chosen = set(types)
+        by_type: dict[RiskType, list[Hit]] = {}
+        for h in full_risk or mentioned:
+            rt = RiskType(h.term.key)
+            if rt in chosen:
+                by_type.setdefault(rt, []).append(h)
+        risk_reasons = [f"{rt.label}：{_join(by_type[rt])}" for rt in types if rt in by_type]
+        if types == [RiskType.OTHER] and not by_type:
+            risk_reasons = ["其他：未见具体风险类别词"]
+        for family in dict.fromkeys(h.term.key for h in urgent_hits):
+            label = _URGENT_LABELS.get(family, family)
+            risk_reasons.append(f"紧急（{label}）：{_join([h for h in urgent_hits if h.term.key == family])}")
+        reasons[:0] = risk_reasons
+        reasons.append(
+            f"判定：申报（申报分 {report:g} ≥ 提问分 {question:g}）"
+            if report >= question
+            else f"判定：申报（申报分 {report:g} ≥ 2.5）"
+        )
+        also = bool(asking)
+        return done(
+            Intent.REPORT,
+            risk_types=tuple(types),
+            urgent=bool(urgent_hits),
+            also_question=also,
+            question_text=_question_text(scan, asking, risk_hits) if also else None,
+        )
+
+    has_words = bool(_CJK_RE.search(norm))
+    if has_words and (
+        question > 0 or risk_hits or len(_CJK_RE.findall(norm)) >= 3 and not _filler_only(scan)
+    ):
+        reasons.append(f"判定：提问（提问分 {question:g}，申报分 {report:g}）")
+        return done(Intent.QUESTION, question_text=mask_pii(text.strip()))
+    reasons.append("判定：其他（无可识别内容）")
+    return done(Intent.OTHER)
+
+
+def _question_text(scan: _Scan, asking: list[Hit], risk_hits: list[Hit]) -> str:
+    """The clauses that ask something, with the risk words of the rest prepended for context."""
+    clauses: list[_Clause] = []
+    for h in asking:
+        c = scan.clause_of(h.start)
+        if c not in clauses:
+            clauses.append(c)
+    # A bare "多少" needs the clause before it ("住院了 能报多少").
+    parts = [scan.text[c.start : c.end] for c in clauses]
+    inside = [h for h in risk_hits if any(c.start <= h.start < c.end for c in clauses)]
+    if not inside:
+        context = list(dict.fromkeys(h.text for h in risk_hits))
+        parts = context + parts
+    return mask_pii(" ".join(parts))
