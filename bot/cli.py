@@ -148,7 +148,7 @@ def build_index_command(quiet: bool, if_needed: bool) -> None:
 
     settings = _settings()
     try:
-        embedder = load_embedder(settings.embedding_model or None, settings.instance_path / "models")
+        embedder = load_embedder(settings.embedding_model or None, settings.instance_path)
     except EmbedderError as exc:
         raise click.ClickException(str(exc)) from exc
     if if_needed:

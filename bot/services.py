@@ -55,7 +55,7 @@ class Services:
                     from knowledge.embedder import load_embedder
 
                     s = self.settings
-                    embedder = load_embedder(s.embedding_model or None, s.instance_path / "models")
+                    embedder = load_embedder(s.embedding_model or None, s.instance_path)
                     self._kb = KnowledgeBase.load(s.index_dir, embedder)
         return self._kb
 
