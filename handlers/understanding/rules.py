@@ -95,6 +95,7 @@ _NEGATION_RE = re.compile(
 )
 # "How do I report …" is a question about reporting, not a report.
 _ASKING_HOW_RE = re.compile(r"(?:怎么|怎样|如何|咋|哪里|在哪|能不能|可以|可不可以)[^,。!?\s]{0,2}$")
+_SELF_RE = re.compile(r"(?:我|俺|咱)(?:家|们|们家)?(?:是|属于|为|也是|就是)[^,。!?\s]{0,8}$")
 _PERFECTIVE_RE = re.compile(r"^[^,。!?\s]{0,2}?(?:了|过|啦|咯|掉)")
 _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
@@ -110,6 +111,7 @@ _URGENT_LABELS = {
     "water": "断水",
     "despair": "求救",
     "imminent": "房屋随时可能倒塌",
+    "severe": "重病且无钱医治",
 }
 
 _RISK_ORDER = {r: i for i, r in enumerate(RiskType)}
@@ -176,16 +178,29 @@ def _mark_clauses(scan: _Scan) -> None:
     mark("stale", "stale")
     # Long past (去年, 前年 …) carries forward to the following clauses until a recent marker
     # (昨天, 现在, 又 …): "前年从房上摔下来 腰摔断了 现在瘫在炕上".
+    # Within one clause a recent marker wins: "之前住过院 现在又住院了", "刚做了手术".
     recent = {id(scan.clause_of(h.start)) for h in scan.hits.get("recent", ())}
+    # A completion marker (丧事办完, 都过去了) makes everything before it past as well.
+    done = [h.start for h in scan.hits.get("stale", ()) if h.term.key == "done"]
+    if done:
+        for clause in scan.clauses:
+            if clause.start <= max(done):
+                clause.stale = True
     carrying = False
     for clause in scan.clauses:
-        if id(clause) in recent and not clause.stale:
+        if id(clause) in recent:
             carrying = False
-        if clause.stale:
+        elif clause.stale:
             carrying = True
         clause.stale = carrying
     mark("worry", "worried")
-    mark("generic", "generic")
+    for h in scan.hits.get("generic", ()):
+        clause = scan.clause_of(h.start)
+        # 我家是监测户 / 我是陵川县的脱贫户: the sender describing themselves, not "households" in general.
+        if _SELF_RE.search(scan.text[clause.start : h.start]):
+            clause.anchored = True
+        else:
+            clause.generic = True
     mark("progress", "progress")
     mark("person", "anchored")
     mark("time", "anchored")
@@ -209,19 +224,14 @@ def _join(hits: list[Hit]) -> str:
     return "、".join(dict.fromkeys(h.text for h in hits))
 
 
-def _risk_types(hits: list[Hit], *, burden: bool = True) -> list[RiskType]:
-    """Risk types of the given risk hits.
+def _risk_types(hits: list[Hit]) -> list[RiskType]:
+    """Risk types of the given risk hits; a deferred match is dropped when its target is present.
 
-    A deferred match is dropped when its target type is present. An everyday activity (打工,
-    上学) names a type only when the message speaks of a burden (``burden``) or names nothing else.
+    Every aspect a report names counts (a report of an injury that also says 还在医院 is 因意外事故
+    and 因病; 俩娃上学 in a hardship report adds 因学), as staff file them.
     """
     strong = {h.term.key for h in hits if not h.term.defer}
-    kept = [h for h in hits if not (h.term.defer & strong)]
-    specific = {RiskType(h.term.key) for h in kept if not h.term.neutral}
-    neutral = {RiskType(h.term.key) for h in kept if h.term.neutral}
-    types = specific | neutral if (burden or not specific) else specific
-    if specific - {RiskType.OTHER}:  # 其他 is the fallback, not an addition to a specific type
-        types.discard(RiskType.OTHER)
+    types = {RiskType(h.term.key) for h in hits if not (h.term.defer & strong)}
     return sorted(types, key=_RISK_ORDER.__getitem__)
 
 
@@ -254,7 +264,7 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     'question'
     """
     vocab = vocabulary or load_vocabulary()
-    norm = normalize(text or "").strip()
+    norm = vocab.rewrite(normalize(text or "").strip())
     if not norm:
         return Understanding(Intent.OTHER, reasons=("空消息",))
     scan = _scan(norm, vocab)
@@ -262,6 +272,19 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     reasons: list[str] = []
 
     risk_hits = scan.hits.get("risk", [])
+    # An everyday word inside a longer phrase of another type means that phrase: the 打工 of
+    # 出不去打工 (缺劳动力) is not 因务工就业不稳.
+    risk_hits = [
+        h
+        for h in risk_hits
+        if not (
+            h.term.neutral
+            and any(
+                o is not h and o.start <= h.start and h.end <= o.end and o.end - o.start > h.end - h.start
+                for o in risk_hits
+            )
+        )
+    ]
     full_risk = [h for h in risk_hits if _full(scan, h)]
     mentioned = [h for h in risk_hits if not _negated(scan, h) and not scan.clause_of(h.start).progress]
     negated = [h for h in risk_hits + scan.hits.get("urgent", []) if _negated(scan, h)]
@@ -272,17 +295,26 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     report = 0.0
     urgent_hits: list[Hit] = []
     calm: list[Hit] = []
+    hardship = [h for h in scan.hits.get("hardship", []) if _full(scan, h)]
+    hardship = [h for h in hardship if not scan.clause_of(h.start).generic]
+    money_trouble = any(h.term.money for h in hardship)
+    sudden = any(h.term.key == "sudden" for h in scan.hits.get("recent", ()))
     for h in scan.hits.get("urgent", []):
         if not _full(scan, h):
             continue
         clause = scan.clause_of(h.start)
+        # A grave diagnosis (癌, 脑梗, 查出) is sudden severe hardship when it is recent (昨天,
+        # 突然) or money has run out for it; a known condition alone is a report, not an emergency.
+        if h.term.key == "severe" and not (money_trouble or sudden):
+            calm.append(h)
+            continue
         # A worry about imminent collapse (怕是要塌了) is still urgent; other worries are not.
         muted = clause.stale or (clause.worried and h.term.key != "imminent")
         (calm if muted else urgent_hits).append(h)
     if urgent_hits:
         report += 3
     if calm:
-        reasons.append(f"时间久远或仅是担心，不计紧急：{_join(calm)}")
+        reasons.append(f"已过去、仅是担心或未到急需，不计紧急：{_join(calm)}")
     asks = [
         h
         for h in scan.hits.get("report_ask", [])
@@ -293,8 +325,6 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     if asks:
         report += 3
         reasons.append(f"申报意愿：{_join(asks)}")
-    hardship = [h for h in scan.hits.get("hardship", []) if _full(scan, h)]
-    hardship = [h for h in hardship if not scan.clause_of(h.start).generic]
     if hardship:
         report += 2
         reasons.append(f"困难表述：{_join(hardship)}")
@@ -349,10 +379,7 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
         return done(Intent.GREETING)
 
     if report >= 2.5 or (report >= 1 and report >= question):
-        burden = bool(hardship or urgent_hits)
-        types = (
-            _risk_types(full_risk, burden=burden) or _risk_types(mentioned, burden=burden) or [RiskType.OTHER]
-        )
+        types = _risk_types(full_risk) or _risk_types(mentioned) or [RiskType.OTHER]
         chosen = set(types)
         by_type: dict[RiskType, list[Hit]] = {}
         for h in full_risk or mentioned:

@@ -26,6 +26,7 @@ GROUPS = frozenset(
         "report_ask",
         "person",
         "time",
+        "alias",
         "stale",
         "recent",
         "frame",
@@ -55,6 +56,8 @@ class Term:
     term: str
     topic: bool = False
     neutral: bool = False
+    money: bool = False
+    alias_to: str = ""
     defer: frozenset[str] = frozenset()
     note: str = ""
     line: int = 0
@@ -90,9 +93,15 @@ class Vocabulary:
     def __init__(self, terms: list[Term]):
         self.terms = terms
         self._pairs: list[tuple[str, str]] = list(dict.fromkeys((t.group, t.key) for t in terms))
+        self._aliases = sorted(
+            ((normalize(t.term), normalize(t.alias_to)) for t in terms if t.group == "alias"),
+            key=lambda a: -len(a[0]),
+        )
         by_literal: dict[str, list[Term]] = {}
         regex_rows: dict[tuple[str, str], list[Term]] = {}
         for t in terms:
+            if t.group == "alias":
+                continue
             if t.is_regex:
                 regex_rows.setdefault((t.group, t.key), []).append(t)
             else:
@@ -110,6 +119,13 @@ class Vocabulary:
 
     def keys(self, group: str) -> list[str]:
         return [k for g, k in self._pairs if g == group]
+
+    def rewrite(self, text: str) -> str:
+        """Apply the dialect aliases (莫得 → 没得, 啷个 → 怎么); lengths are kept."""
+        for old, new in self._aliases:
+            if old in text:
+                text = text.replace(old, new)
+        return text
 
     def scan(self, text: str) -> dict[str, list[Hit]]:
         """Every hit in ``text`` (already normalised), by group, in text order."""
@@ -160,7 +176,8 @@ class Vocabulary:
             note = cols[4].strip() if len(cols) > 4 else ""
             if group not in GROUPS:
                 raise ValueError(f"{source}:{lineno}: unknown group {group!r}")
-            topic = neutral = False
+            topic = neutral = money = False
+            alias_to = ""
             defer: frozenset[str] = frozenset()
             for flag in filter(None, (f.strip() for f in flags.split(","))):
                 if flag == "-":
@@ -169,11 +186,20 @@ class Vocabulary:
                     topic = True
                 elif flag == "neutral":
                     neutral = True
+                elif flag == "money":
+                    money = True
+                elif flag.startswith("to="):
+                    alias_to = flag[len("to=") :]
                 elif flag.startswith("defer="):
                     defer = frozenset(flag[len("defer=") :].split("|"))
                 else:
                     raise ValueError(f"{source}:{lineno}: unknown flag {flag!r}")
-            row = Term(group, key, term, topic, neutral, defer, note, lineno)
+            if group == "alias" and len(normalize(alias_to)) != len(normalize(term)):
+                # Offsets in reasons refer to the rewritten text; equal lengths keep them valid.
+                raise ValueError(
+                    f"{source}:{lineno}: an alias must keep the length ({term!r} -> {alias_to!r})"
+                )
+            row = Term(group, key, term, topic, neutral, money, alias_to, defer, note, lineno)
             if row.is_regex:
                 try:
                     compiled = re.compile(row.pattern)
