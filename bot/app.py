@@ -16,8 +16,8 @@ from .settings import Settings
 #: Each surface package exposes ``init_app(app, services)``.
 SURFACES: tuple[str, ...] = (
     # "bot.wechat",
-    # "bot.console",
-    # "bot.miniprogram",
+    "bot.console",
+    "bot.miniprogram",
 )
 
 

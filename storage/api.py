@@ -1,0 +1,148 @@
+"""Data functions of the mini-program API: session tokens, idempotency records and uploads.
+
+Only a SHA-256 hash of a session token is stored (``ApiSession.token_hash``); the token itself
+exists only in the client. WeChat's ``session_key`` is stored sealed by the caller's cipher.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from .models import ApiSession, Attachment, Case, Household, IdempotencyRecord, Region, WeChatUser, utcnow
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def create_api_session(
+    session: Session, *, token_hash: str, user_id: int, expires_at: dt.datetime, session_key_enc: str | None,
+    now: dt.datetime | None = None,
+) -> ApiSession:
+    row = ApiSession(
+        token_hash=token_hash, user_id=user_id, created_at=now or utcnow(), expires_at=expires_at,
+        session_key_enc=session_key_enc,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def api_session(session: Session, token_hash: str) -> ApiSession | None:
+    return session.get(ApiSession, token_hash)
+
+
+def revoke_api_session(session: Session, token_hash: str) -> bool:
+    """Mark the session revoked; False when there was no such (live) session."""
+    row = session.get(ApiSession, token_hash)
+    if row is None or row.revoked:
+        return False
+    row.revoked = True
+    session.add(row)
+    session.flush()
+    return True
+
+
+def revoke_user_sessions(session: Session, user_id: int) -> int:
+    rows = list(session.exec(select(ApiSession).where(ApiSession.user_id == user_id, ApiSession.revoked.is_(False))))
+    for row in rows:
+        row.revoked = True
+        session.add(row)
+    session.flush()
+    return len(rows)
+
+
+def wechat_user(session: Session, user_id: int) -> WeChatUser | None:
+    return session.get(WeChatUser, user_id)
+
+
+def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None:
+    if unionid and user.unionid != unionid:
+        user.unionid = unionid
+        session.add(user)
+        session.flush()
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+def idempotency_record(session: Session, *, user_id: int, key: str) -> IdempotencyRecord | None:
+    stmt = select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
+    return session.exec(stmt).first()
+
+
+def claim_idempotency(
+    session: Session, *, user_id: int, key: str, request_hash: str, case_id: int | None
+) -> tuple[IdempotencyRecord, bool]:
+    """Insert the record; ``(row, True)`` the first time, ``(existing_row, False)`` if it exists.
+
+    The unique constraint on (user_id, key) decides between concurrent requests.
+    """
+    try:
+        with session.begin_nested():
+            row = IdempotencyRecord(user_id=user_id, key=key, request_hash=request_hash, case_id=case_id)
+            session.add(row)
+            session.flush()
+        return row, True
+    except IntegrityError:
+        existing = idempotency_record(session, user_id=user_id, key=key)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def finish_idempotency(session: Session, record_id: int, case_id: int) -> bool:
+    """Point a pending record at its case; True only for the one request that did it."""
+    stmt = (
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == record_id, IdempotencyRecord.case_id.is_(None))
+        .values(case_id=case_id)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
+def delete_pending_idempotency(session: Session, record_id: int) -> None:
+    """Forget a record whose request failed before it created a case (so a corrected retry works)."""
+    session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id, IdempotencyRecord.case_id.is_(None))
+    )
+
+
+# --- households ----------------------------------------------------------------------------
+
+
+def households_in_villages(session: Session, village_ids: list[int]) -> list[Household]:
+    if not village_ids:
+        return []
+    stmt = select(Household).where(Household.village_id.in_(village_ids)).order_by(Household.id)
+    return list(session.exec(stmt))
+
+
+def villages_named(session: Session, name: str) -> list[Region]:
+    stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
+    return list(session.exec(stmt))
+
+
+def household_by_id(session: Session, household_id: int) -> Household | None:
+    return session.get(Household, household_id)
+
+
+def case_by_id(session: Session, case_id: int) -> Case | None:
+    return session.get(Case, case_id)
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+def attachment_by_path(session: Session, *, case_id: int, path: str) -> Attachment | None:
+    stmt = select(Attachment).where(Attachment.case_id == case_id, Attachment.path == path)
+    return session.exec(stmt).first()
+
+
+def count_attachments(session: Session, case_id: int, *, kind: str | None = None) -> int:
+    stmt = select(Attachment.id).where(Attachment.case_id == case_id)
+    if kind:
+        stmt = stmt.where(Attachment.kind == kind)
+    return len(session.exec(stmt).all())
