@@ -232,6 +232,90 @@ FRESH: list[tuple[str, str, set[str], bool]] = [
 ]
 
 
+# A third table, written after the changes the dev sample prompted, again before running the
+# rules on it. First run: report-vs-not 0.883, urgent recall 0.737, risk-type micro-F1 0.769,
+# mostly phrasings no row knew (肋骨断了, 被辞了, 停了五天). That led to morphological patterns
+# (body part + 断, damage verb + house, wages withheld) and the narrative backoff, not to rows
+# copied from these lines. Held to the bars in aggregate.
+FRESH2: list[tuple[str, str, set[str], bool]] = [
+    (
+        "我是五组的李大姐 老公前天晚上突发心梗走了 家里两个娃还在念书 后事都不知道咋办",
+        R,
+        {"other", "education"},
+        True,
+    ),
+    (
+        "俺们组张家老两口 房子后墙塌了半边 现在住在牛棚里 麻烦你们来看看",
+        R,
+        {"housing", "labor_shortage"},
+        True,
+    ),
+    ("爸爸肺部有阴影 县医院让去省城复查 路费都凑不够", R, {"illness"}, True),
+    ("媳妇生二胎难产 大人孩子都在ICU 一天八千多", R, {"illness"}, True),
+    ("老娘糖尿病并发症 眼睛快看不见了 每个月打胰岛素要好几百", R, {"illness", "disability"}, False),
+    (
+        "家里有个智力残疾的弟弟 爹妈都七十了 全靠我照顾 我也出不去挣钱",
+        R,
+        {"disability", "labor_shortage"},
+        False,
+    ),
+    ("娃今年考上了西安的大学 学费住宿费加起来一万二 助学贷款还没批下来 开学就要交", R, {"education"}, False),
+    ("初三的女子说啥都不去学校了 在家哭 老师也劝不回来", R, {"education"}, True),
+    ("两个娃在县城上学 租房子陪读 一年开销两万多 地也没人种", R, {"education", "labor_shortage"}, False),
+    ("山洪把河边的地全冲了 种的玉米一棵没剩", R, {"disaster"}, True),
+    ("冰雹把一园子苹果打得稀烂 今年白干了 还欠着农资店的钱", R, {"disaster"}, False),
+    ("连下了一个礼拜暴雨 窑洞后面渗水 裂了一条大缝 晚上不敢睡", R, {"disaster", "housing"}, True),
+    ("村里发大水 我家一楼全淹了 家具电器都泡坏了", R, {"disaster", "housing"}, True),
+    ("老汉上山砍柴滚下来 肋骨断了三根 在镇卫生院", R, {"accident", "illness"}, True),
+    ("儿子骑电动车被货车撞了 昏迷三天了 医院催着交钱", R, {"accident", "illness"}, True),
+    ("干活时候被蛇咬了 腿肿得老粗 送到县医院了", R, {"accident", "illness"}, True),
+    ("家里电线老化起火 烧了两间房 人没事", R, {"accident", "housing"}, True),
+    ("去年养的两百只鸡 得了鸡瘟全死了 本钱五六万都赔进去了", R, {"industry_failure"}, False),
+    ("核桃今年才三块钱一斤 连雇人摘的钱都不够", R, {"industry_failure"}, False),
+    ("跟着合作社种的中药材 说好的回收 现在没人来收了 全砸手里了", R, {"industry_failure"}, False),
+    ("在浙江厂里干了五年 厂子搬走了 我们这些人都被辞了", R, {"unemployment"}, False),
+    ("年底了工地老板还欠我们三个月工钱 电话也不接", R, {"unemployment"}, False),
+    ("疫情封控出不了门 家里断了收入 房贷也还不上", R, {"unemployment"}, False),
+    ("我和老伴都八十多了 儿子在外地不管 种不了地 也没啥收入", R, {"labor_shortage"}, False),
+    ("男人坐牢了 我一个人带三个娃 还有个瘫在床上的婆婆", R, {"other", "labor_shortage", "disability"}, False),
+    ("家里吃水要走二里路去挑 冬天路滑老人挑不动", R, {"water"}, False),
+    ("自来水一个月停了三回 这回都停了五天了 只能喝窖里的雨水", R, {"water"}, True),
+    ("这段时间水龙头出来的水是黄的 烧开了有一层渣", R, {"water"}, False),
+    ("被网上的人骗了三万 说是办贷款要交保证金", R, {"other"}, False),
+    ("老汉去世快一年了 家里欠的债还没还完", R, {"other"}, False),
+    ("我们村有户人家 男人死了 女人带着娃 三天没吃上饭了", R, {"other", "labor_shortage"}, True),
+    ("大病救助的标准是什么", Q, set(), False),
+    ("残疾人能不能申请公益岗", Q, set(), False),
+    ("孩子在外地上大学 户口在村里 能享受雨露计划吗", Q, set(), False),
+    ("受灾后房屋重建补贴找哪个部门", Q, set(), False),
+    ("因意外事故致贫的怎么纳入监测", Q, set(), False),
+    ("产业奖补一亩地补多少", Q, set(), False),
+    ("务工交通补助什么时候发", Q, set(), False),
+    ("饮水不安全的户要怎么整改", Q, set(), False),
+    ("村里的低保名额是怎么定的", Q, set(), False),
+    ("如果家里有人突然生了大病 第一步该找谁", Q, set(), False),
+    ("监测户每年要核查几次", Q, set(), False),
+    ("脱贫不稳定户和边缘易致贫户有啥区别", Q, set(), False),
+    ("家里没人生病也没受灾 能不能申请低保", Q, set(), False),
+    ("上个月报的我爸住院的事 到现在也没人打电话", P, set(), False),
+    ("你好 我前两天提交的申请审核通过了吗", P, set(), False),
+    ("我的申报为啥被退回来了", P, set(), False),
+    ("查询进度", P, set(), False),
+    ("非常感谢村干部的帮忙", G, set(), False),
+    ("谢谢 已经收到钱了", G, set(), False),
+    ("hello", G, set(), False),
+    ("🙏🙏🙏", G, set(), False),
+    ("。。。", OTHER, set(), False),
+    ("我爸住院了 花了三万多 大病保险能报多少", R, {"illness"}, True),
+    ("窑洞塌了 能不能申请危房改造", R, {"housing"}, True),
+    ("娃不念书了 有什么办法能让他回去上学", R, {"education"}, True),
+    ("羊死了一半 保险公司能赔吗", R, {"industry_failure"}, False),
+    ("我男人工地上摔伤了 老板不管 工伤怎么认定", R, {"accident"}, True),
+    ("身份证：610103198506201817 手机：15912345678 我家娃白血病住院 需要帮助", R, {"illness"}, True),
+    ("房子没有塌 只是有些裂缝 想问问危房改造的条件", Q, set(), False),
+]
+
+
 @pytest.mark.parametrize(
     ("text", "intent", "risks", "urgent"), TABLE, ids=[f"row{i:03d}" for i in range(len(TABLE))]
 )
@@ -254,8 +338,9 @@ def _figures(table: list[tuple[str, str, set[str], bool]]) -> tuple[float, float
     return correct / len(table), tp_u / (tp_u + fn_u), f1
 
 
-def test_fresh_table_meets_the_bars() -> None:
-    accuracy, urgent_recall, f1 = _figures(FRESH)
+@pytest.mark.parametrize("table", [FRESH, FRESH2], ids=["fresh", "fresh2"])
+def test_fresh_tables_meet_the_bars(table: list[tuple[str, str, set[str], bool]]) -> None:
+    accuracy, urgent_recall, f1 = _figures(table)
     assert accuracy >= 0.95 and urgent_recall >= 0.95 and f1 >= 0.85, (accuracy, urgent_recall, f1)
 
 

@@ -235,6 +235,21 @@ def _risk_types(hits: list[Hit]) -> list[RiskType]:
     return sorted(types, key=_RISK_ORDER.__getitem__)
 
 
+def _cue_types(scan: _Scan, reasons: list[str]) -> list[RiskType]:
+    """When no term names a type, the most frequent single-character cues (摔 → 因意外事故,
+    窑 → 住房安全) pick one; with no cue at all the report is filed under 其他."""
+    counts: dict[str, list[Hit]] = {}
+    for h in scan.hits.get("cue", ()):
+        if not _negated(scan, h):
+            counts.setdefault(h.term.key, []).append(h)
+    if not counts:
+        return [RiskType.OTHER]
+    best = max(len(v) for v in counts.values())
+    types = sorted((RiskType(k) for k, v in counts.items() if len(v) == best), key=_RISK_ORDER.__getitem__)
+    reasons.append("按字面线索推断：" + "；".join(f"{t.label}（{_join(counts[t.value])}）" for t in types))
+    return types
+
+
 def _rest(scan: _Scan, groups: tuple[str, ...]) -> str:
     """The text with every hit of ``groups`` removed."""
     keep = [True] * len(scan.text)
@@ -372,14 +387,25 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     if progress and report < 3:
         reasons.append(f"进度查询：{_join(progress)}")
         return done(Intent.PROGRESS)
+    thanks = [h for h in scan.hits.get("greeting", ()) if "谢" in h.text or "感" in h.text]
     if _greeting_only(scan) or (
-        scan.hits.get("greeting") and report == 0 and question == 0 and not risk_hits
+        # 谢谢你们帮我家修房子: thanks with some words around it, but nothing to act on
+        thanks and report == 0 and question == 0 and not risk_hits and not scan.hits.get("distress")
     ):
         reasons.append(f"问候：{_join(scan.hits['greeting'])}")
         return done(Intent.GREETING)
 
-    if report >= 2.5 or (report >= 1 and report >= question):
-        types = _risk_types(full_risk) or _risk_types(mentioned) or [RiskType.OTHER]
+    # Backoff for phrasings the table does not know: a narrative with distress words and no
+    # question at all ("老汉上山砍柴滚下来 肋骨断了三根") is someone telling of their trouble.
+    narrative = False
+    if report < 1 and question == 0 and not progress and not scan.hits.get("greeting"):
+        distress = [h for h in scan.hits.get("distress", []) if not _negated(scan, h)]
+        if len(distress) >= 2 or (distress and len(_CJK_RE.findall(norm)) >= 10):
+            narrative = True
+            reasons.append(f"叙述困难且无提问：{_join(distress)}")
+
+    if narrative or report >= 2.5 or (report >= 1 and report >= question):
+        types = _risk_types(full_risk) or _risk_types(mentioned) or _cue_types(scan, reasons)
         chosen = set(types)
         by_type: dict[RiskType, list[Hit]] = {}
         for h in full_risk or mentioned:
@@ -394,7 +420,9 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
             risk_reasons.append(f"紧急（{label}）：{_join([h for h in urgent_hits if h.term.key == family])}")
         reasons[:0] = risk_reasons
         reasons.append(
-            f"判定：申报（申报分 {report:g} ≥ 提问分 {question:g}）"
+            "判定：申报（未见提问的困难叙述）"
+            if narrative
+            else f"判定：申报（申报分 {report:g} ≥ 提问分 {question:g}）"
             if report >= question
             else f"判定：申报（申报分 {report:g} ≥ 2.5）"
         )

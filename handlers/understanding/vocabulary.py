@@ -38,6 +38,8 @@ GROUPS = frozenset(
         "greeting",
         "greeting_filler",
         "filler",
+        "distress",
+        "cue",
     }
 )
 
