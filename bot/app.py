@@ -16,7 +16,7 @@ from .settings import Settings
 #: Each surface package exposes ``init_app(app, services)``.
 SURFACES: tuple[str, ...] = (
     # "bot.wechat",
-    # "bot.console",
+    "bot.console",
     "bot.miniprogram",
 )
 

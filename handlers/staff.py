@@ -90,30 +90,35 @@ def authenticate(ctx: Context, *, username: str, password: str, ip: str = "", no
         raise ValidationError(T.LOGIN_EMPTY, field="username")
     if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
         raise LoginFailed(T.LOGIN_FAILED)
+    # Failures are committed (counter, lock, audit row) before the error is raised.
+    error: HandlerError | None = None
+    actor: Actor | None = None
     with session_scope(ctx.engine) as session:
         staff = staff_by_username(session, username)
         if staff is None or not staff.active:
             verify_password(password, DUMMY_HASH)  # same cost as a real check
             audit(session, action="login_failed", actor_name=username[:64], detail="unknown or inactive account", ip=ip)
-            raise LoginFailed(T.LOGIN_FAILED)
-        if staff.locked_until is not None and staff.locked_until > now:
+            error = LoginFailed(T.LOGIN_FAILED)
+        elif staff.locked_until is not None and staff.locked_until > now:
             audit(session, action="login_locked", actor_id=staff.id, actor_name=staff.username,
                   detail="refused while locked", ip=ip)
-            raise AccountLocked(T.LOGIN_LOCKED.format(minutes=_minutes_left(staff.locked_until, now)))
-        if not verify_password(password, staff.password_hash):
+            error = AccountLocked(T.LOGIN_LOCKED.format(minutes=_minutes_left(staff.locked_until, now)))
+        elif not verify_password(password, staff.password_hash):
             record_login_failure(session, staff, max_failures=MAX_FAILURES, lock_minutes=LOCK_MINUTES)
             locked = staff.locked_until is not None and staff.locked_until > now
             audit(session, action="login_failed", actor_id=staff.id, actor_name=staff.username,
                   detail="wrong password" + ("; account locked" if locked else ""), ip=ip)
-            if locked:
-                raise AccountLocked(T.LOGIN_LOCKED.format(minutes=LOCK_MINUTES))
-            raise LoginFailed(T.LOGIN_FAILED)
-        record_login_success(session, staff)
-        actor = _actor(session, staff)
-        if actor is None:
-            raise LoginFailed(T.LOGIN_FAILED)
-        audit(session, action="login", actor_id=staff.id, actor_name=staff.username, ip=ip)
-        return actor
+            error = AccountLocked(T.LOGIN_LOCKED.format(minutes=LOCK_MINUTES)) if locked else LoginFailed(T.LOGIN_FAILED)
+        else:
+            actor = _actor(session, staff)
+            if actor is None:
+                error = LoginFailed(T.LOGIN_FAILED)
+            else:
+                record_login_success(session, staff)
+                audit(session, action="login", actor_id=staff.id, actor_name=staff.username, ip=ip)
+    if error is not None or actor is None:
+        raise error or LoginFailed(T.LOGIN_FAILED)
+    return actor
 
 
 def _minutes_left(until: dt.datetime, now: dt.datetime) -> int:
