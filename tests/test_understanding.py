@@ -176,7 +176,7 @@ FRESH: list[tuple[str, str, set[str], bool]] = [
     ("新农合一年交多少钱", Q, set(), False),
     ("门诊慢特病怎么报销 要去哪里办", Q, set(), False),
     ("我们村王老汉住院了没人管 他儿子在外地", R, {"illness"}, True),
-    ("我腿有残疾 走路不方便 种不了地", R, {"disability"}, False),
+    ("我腿有残疾 走路不方便 种不了地", R, {"disability", "labor_shortage"}, False),
     ("女儿先天性心脏病 医生说必须做手术", R, {"illness"}, True),
     ("残疾人两项补贴每个月多少钱", Q, set(), False),
     ("我哥是精神残疾 发病的时候打人 家里人都不敢出门干活", R, {"disability"}, False),
@@ -316,6 +316,71 @@ FRESH2: list[tuple[str, str, set[str], bool]] = [
 ]
 
 
+# A fourth table, written before running anything on it, used to decide about embeddings (see
+# the module docstring of handlers.understanding). First run of the rules: report-vs-not 0.982,
+# urgent recall 0.812, urgent precision 0.929, risk-type micro-F1 0.901. It also exposed a bug:
+# the 120 (ambulance) inside an ID number; PII is now masked before reading.
+FRESH3: list[tuple[str, str, set[str], bool]] = [
+    ("俺是河南的 俺爹得了食道癌 做手术要八九万 俺家里实在拿不出来", R, {"illness"}, True),
+    ("我妈前天突然说不出话 半边身子不能动 县医院说是脑梗 要住院", R, {"illness"}, True),
+    ("老伴风湿病多年 关节变形了 干不了地里的活", R, {"illness", "labor_shortage"}, False),
+    ("我家娃生下来就是唇腭裂 要做好几次手术", R, {"illness"}, True),
+    ("弟弟小时候发高烧烧坏了脑子 一直是我们养着", R, {"disability"}, False),
+    ("我右眼去年失明了 左眼也看不清 出不了门", R, {"disability"}, False),
+    ("孙子考上了研究生 可家里连路费都没有", R, {"education"}, False),
+    ("三个娃都在读书 老大大学老二高中老三初中 学费生活费压得喘不过气", R, {"education"}, False),
+    ("女儿读职高一年学费八千 还要住宿费", R, {"education"}, False),
+    ("闺女高二辍学去饭店打工了 我想让她回去念书", R, {"education"}, True),
+    ("前几天刮大风下雹子 塑料大棚全毁了 里头的菜也完了", R, {"disaster", "industry_failure"}, False),
+    ("河水涨上来 把我家院子和灶房都冲垮了 现在借住在哥家", R, {"disaster", "housing"}, True),
+    ("今年大旱 地里啥也没收 牛也卖了", R, {"disaster"}, False),
+    ("房后的山体有裂缝 一下雨就往下掉石头 随时可能滑下来", R, {"disaster", "housing"}, True),
+    ("老汉赶集回来被摩托车撞倒了 腿骨折了 躺在县医院", R, {"accident", "illness"}, True),
+    ("娃在学校玩单杠摔下来 胳膊骨折 花了一万多", R, {"accident", "illness"}, True),
+    ("我老公在外地工地上从三楼掉下来 现在还没醒", R, {"accident"}, True),
+    ("灶房着火把粮食和被子全烧了", R, {"accident"}, True),
+    ("养的五十头猪得了蓝耳病 死了一多半", R, {"industry_failure"}, False),
+    ("种了十亩辣椒 收购商压价 一斤才五毛 还不够本钱", R, {"industry_failure"}, False),
+    ("搞的民宿生意不好 一年没几个客人 贷款利息都还不上", R, {"industry_failure"}, False),
+    ("我在深圳电子厂的活没了 回来半年也没找到事干", R, {"unemployment"}, False),
+    ("包工头拖了我们半年工资 说没钱 过年都回不了家", R, {"unemployment"}, False),
+    ("公司裁员 我四十多了 出去也没人要", R, {"unemployment"}, False),
+    ("儿子儿媳都在外头 家里就我和老伴两个七十多的 地也种不动了", R, {"labor_shortage"}, False),
+    ("我一个人带着两个娃 还要伺候瘫痪的公公 出不去打工", R, {"labor_shortage", "disability"}, False),
+    ("屋后的水井里有死老鼠 不敢喝 要到邻村去拉水", R, {"water"}, False),
+    ("水管子年久失修 三天两头漏 一到夏天就没水用", R, {"water"}, False),
+    ("男人赌博把家里钱全输了 还欠了一屁股债跑了", R, {"other"}, False),
+    ("老爹昨晚过世了 家里连买棺材的钱都没有", R, {"other"}, True),
+    ("家里米缸见底了 这几天只能吃点土豆 娃饿得哇哇哭", R, {"other"}, True),
+    ("医疗救助一年最多能报多少", Q, set(), False),
+    ("残疾人护理补贴怎么申请", Q, set(), False),
+    ("大学新生入学资助有哪些", Q, set(), False),
+    ("遭了冰雹灾 保险怎么理赔", Q, set(), False),
+    ("农村危房改造一户补多少钱", Q, set(), False),
+    ("公益性岗位一个月多少工资", Q, set(), False),
+    ("防止返贫监测对象怎么确定", Q, set(), False),
+    ("要是养殖户的猪死了 政府有没有补助", Q, set(), False),
+    ("脱贫户的孩子上中职有没有补贴", Q, set(), False),
+    ("我们村的自来水归谁管", Q, set(), False),
+    ("上次给我们家报的那个事情办得咋样了", P, set(), False),
+    ("我报的困难申请到哪一步了 啥时候能批", P, set(), False),
+    ("帮我看看我的申报进度", P, set(), False),
+    ("您好", G, set(), False),
+    ("谢谢你们 辛苦了", G, set(), False),
+    ("好 知道了", G, set(), False),
+    ("嗯嗯", G, set(), False),
+    ("？", OTHER, set(), False),
+    ("我爸住院半个月了 押金又催了 能不能先申请临时救助", R, {"illness"}, True),
+    ("房子被大水冲了 现在住哪里啊 村里能不能安排", R, {"disaster", "housing"}, True),
+    ("娃上高中没钱交学费 有没有什么政策", R, {"education"}, False),
+    ("老汉出车祸走了 肇事司机跑了 我们娘仨咋过", R, {"accident", "labor_shortage"}, True),
+    ("不是我家的事 是问问邻居家房子塌了能不能报", R, {"housing"}, True),
+    ("家里没有人生病 房子也挺好 就是想问问养羊有没有补贴", Q, set(), False),
+    ("我没有被辞退 只是想了解一下失业补助", Q, set(), False),
+    ("姓名张建国 身份证500233197512034414 电话13912345678 我家房子裂了大缝", R, {"housing"}, False),
+]
+
+
 @pytest.mark.parametrize(
     ("text", "intent", "risks", "urgent"), TABLE, ids=[f"row{i:03d}" for i in range(len(TABLE))]
 )
@@ -338,7 +403,7 @@ def _figures(table: list[tuple[str, str, set[str], bool]]) -> tuple[float, float
     return correct / len(table), tp_u / (tp_u + fn_u), f1
 
 
-@pytest.mark.parametrize("table", [FRESH, FRESH2], ids=["fresh", "fresh2"])
+@pytest.mark.parametrize("table", [FRESH, FRESH2, FRESH3], ids=["fresh", "fresh2", "fresh3"])
 def test_fresh_tables_meet_the_bars(table: list[tuple[str, str, set[str], bool]]) -> None:
     accuracy, urgent_recall, f1 = _figures(table)
     assert accuracy >= 0.95 and urgent_recall >= 0.95 and f1 >= 0.85, (accuracy, urgent_recall, f1)
@@ -414,6 +479,13 @@ def test_question_about_a_topic_lists_it_as_topic_only() -> None:
     u = classify("怎么申报住院报销")
     assert u.intent is Intent.QUESTION and u.risk_types == () and not u.urgent
     assert RiskType.ILLNESS in u.topics
+
+
+def test_digits_of_an_id_number_are_not_read_as_words() -> None:
+    # 500233197512034414 contains 120 (the ambulance number); the ID must not make a case urgent.
+    u = classify("身份证500233197512034414 电话13912345678 我家房子裂了大缝")
+    assert u.intent is Intent.REPORT and not u.urgent
+    assert all("500233197512034414" not in r and "13912345678" not in r for r in u.reasons)
 
 
 def test_full_width_input_is_read_like_ascii() -> None:

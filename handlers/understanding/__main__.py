@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import classify
@@ -85,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p_cls.add_argument("text", nargs="*", help="a message to explain (without --jsonl)")
     p_cls.set_defaults(func=_classify)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # piped into head: stop quietly, without a traceback at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

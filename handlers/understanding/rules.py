@@ -2,25 +2,37 @@
 
 How a message is read:
 
-1. The text is normalised (NFKC, lower case) and cut into clauses at punctuation and spaces,
+1. ID numbers and phones are masked and dropped (their digits are not words: the 120 inside an
+   ID number is no ambulance). The text is normalised (NFKC, lower case), dialect aliases are
+   applied (莫得 → 没得, 啷个 → 怎么), and it is cut into clauses at punctuation and spaces,
    because villagers separate thoughts with spaces ("房子昨晚塌了一间 娃没地方住").
-2. Every group of the vocabulary table is scanned once. A risk, urgency, hardship or report term
-   is *negated* when a negator stands right before it in its clause (没有住院, 不是塌, 没被冲).
+2. Every group of the vocabulary table is found in one pass. A risk, urgency, hardship or report
+   term is *negated* when a negator stands right before it in its clause (没有住院, 不是塌, 没被冲).
 3. A clause is *framed* when it is conditional or merely "about" something (如果/万一/关于 …),
-   *a question clause* when it holds an interrogative (怎么, 多少, 吗 …; a plea such as 咋办 is
-   not one), *stale* when the event is long past (去年, 几年前, 出院了), *worried* (怕, 担心).
+   *a question clause* when it holds an interrogative (怎么, 多少, 吗 …; a plea such as 咋办 or
+   能不能帮帮 is not one, nor is the 啥 of 没啥收入), *stale* when the event is past (去年,
+   前阵子, 做了手术; carried forward until a recent marker, and backward from 丧事办完),
+   *worried* (怕, 担心).
 4. A term counts as something that happened ("full") unless it is negated or framed, or it sits in
    a question clause without an anchor: a family word (我爸, 娃, 家里), a time word (昨晚, 前天),
    a perfective right after it (住院了), or a hardship phrase (交不起). So "怎么申报住院报销"
-   only mentions 住院 as a topic, while "我爸住院能报多少" reports it.
+   only mentions 住院 as a topic, while "我爸住院能报多少" reports it. "我家是监测户" describes the
+   sender; "监测户怎么认定" asks about households in general.
 5. Scores: report = urgency 3 + explicit wish to report 3 + hardship 2 + the best risk term
-   (1, a topic noun 0.5; +0.5 with a family word, +1 anchored in time or perfective);
-   question = interrogative 2 + plea 1 + policy words (≤ 2) + framing 1 + a generic subject 1.
-   Progress queries and pure greetings are recognised first. A report needs 2.5 (e.g. an adverse
-   event told of one's own family: "我家猪死了一半"), or ≥ 1 and at least the question score; a report that also holds an interrogative is flagged ``also_question``.
-6. Risk types come from the full terms; a generic medical term (住院, 手术) gives way to an
-   accident, a crop loss to a disaster (the ``defer`` flag in the table). A report with no
-   risk term is filed under 其他.
+   (1, a topic noun 0.5, an everyday activity such as 打工 0; +0.5 with a family word, +1 anchored
+   in time or perfective); question = interrogative 2 + plea 1 + policy words (≤ 2) + framing 1
+   + a generic subject 1. Progress queries and greetings are recognised first. A report needs 2.5
+   (an adverse event told of one's own family: "我家猪死了一半"), or ≥ 1 and at least the question
+   score. Backoff: a message with no question at all that tells of distress (伤, 断, 饿, 没钱 …) is a
+   report too. A report that also holds an interrogative is flagged ``also_question``.
+6. Urgent: a full urgency signal outside stale or worried clauses. A grave diagnosis (癌, 脑梗,
+   查出) is urgent only when recent (昨天, 突然) or money has run out for it; a fear of imminent
+   collapse (怕是要塌了) is urgent although worried.
+7. Risk types: every type a full term names, as staff file them (an injury still in hospital is
+   因意外事故 and 因病; 俩娃上学 adds 因学; funeral costs are 其他). A ``defer`` row gives way to a
+   more specific type (瘫痪 to a named illness, 没收成 to a disaster); an everyday word inside a
+   longer phrase of another type does not count (the 打工 of 出不去打工). With no term, single-
+   character cues pick the type; with none of those the report is filed under 其他.
 
 Every decision is recorded in ``reasons`` in Chinese, so staff can see why a case was flagged.
 """
@@ -95,6 +107,7 @@ _NEGATION_RE = re.compile(
 )
 # "How do I report …" is a question about reporting, not a report.
 _ASKING_HOW_RE = re.compile(r"(?:怎么|怎样|如何|咋|哪里|在哪|能不能|可以|可不可以)[^,。!?\s]{0,2}$")
+_PII_RUN_RE = re.compile(r"[0-9*]{7,}[Xx]?")
 _SELF_RE = re.compile(r"(?:我|俺|咱)(?:家|们|们家)?(?:是|属于|为|也是|就是)[^,。!?\s]{0,8}$")
 _PERFECTIVE_RE = re.compile(r"^[^,。!?\s]{0,2}?(?:了|过|啦|咯|掉)")
 _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
@@ -279,7 +292,9 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     'question'
     """
     vocab = vocabulary or load_vocabulary()
-    norm = vocab.rewrite(normalize(text or "").strip())
+    # ID numbers and phones carry no meaning here, and their digits must not be read as words
+    # (the 120 inside an ID number is no ambulance): mask them, then drop the masked runs.
+    norm = vocab.rewrite(normalize(_PII_RUN_RE.sub(" ", mask_pii(text or ""))).strip())
     if not norm:
         return Understanding(Intent.OTHER, reasons=("空消息",))
     scan = _scan(norm, vocab)
