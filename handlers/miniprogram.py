@@ -207,7 +207,8 @@ def bind_by_identity(
         else:
             villages = villages_named(session, (village or "").strip())
         if not villages:
-            raise ValidationError(T.VILLAGE_NOT_FOUND, field="village_id" if village_id is not None else "village")
+            raise NotFound(T.VILLAGE_NOT_FOUND, field="village_id" if village_id is not None else "village",
+                           code="village_not_found")
         matches = []
         for hh in households_in_villages(session, [v.id for v in villages]):
             idn = (ctx.cipher.decrypt(hh.id_number_enc) or "").upper()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -62,3 +63,50 @@ PNG = (
 )
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 32 + b"\xff\xd9"
 WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00"
+
+
+@dataclass
+class _Hit:
+    doc: str = "shaanxi_plan.txt"
+    title: str = "陕西省巩固拓展脱贫攻坚成果规划"
+    issuer: str = "陕西省人民政府"
+    date: str = "2021-10-01"
+    doc_no: str | None = None
+    section: str = "第三章 第一节 （二）"
+    text: str = "对脱贫不稳定户、边缘易致贫户……"
+    start: int = 120
+    end: int = 180
+    score: float = 0.9
+    region: dict = field(default_factory=lambda: {"province": "陕西省", "city": None, "county": None})
+    display: str = ""
+
+
+@dataclass
+class _Answer:
+    text: str
+    answerable: bool
+    passages: list
+    next_offset: int | None
+
+
+@dataclass
+class _Search:
+    answerable: bool
+    passages: list
+
+
+class FakeKB:
+    """A stand-in with knowledge.KnowledgeBase's search()/answer() shapes; records what it was asked.
+
+    Replace with the shared knowledge-base fixture once the knowledge package has landed.
+    """
+
+    def __init__(self):
+        self.asked = []
+
+    def search(self, question, region=None, k=5):
+        return _Search(answerable=True, passages=[_Hit()])
+
+    def answer(self, question, region=None, offset=0):
+        self.asked.append((question, region, offset))
+        return _Answer(text="《陕西省…规划》第三章：……", answerable=True, passages=[_Hit()], next_offset=offset + 1)

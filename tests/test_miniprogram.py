@@ -7,13 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from sqlmodel import Session, func, select
 
 from storage.models import ApiSession, Attachment, Case, Household, IdempotencyRecord, Region, WeChatUser
-from tests.api_helpers import JPEG, PNG, WEBP, assert_api_error, assert_ok, bearer, mp_session
+from tests.api_helpers import JPEG, PNG, WEBP, FakeKB, assert_api_error, assert_ok, bearer, mp_session
 from tests.conftest import make_settings
 
 
@@ -172,7 +172,7 @@ def test_bind_by_name_id_last6_and_village(env):
     ({"name": "王大山", "id_last6": "080031", "village": "东坝村"}, 404, "no_match", None),  # wrong last 6
     ({"name": "王大山", "id_last6": "08003X", "village": "龙湾村"}, 404, "no_match", None),  # wrong village
     ({"name": "王小山", "id_last6": "08003X", "village": "东坝村"}, 404, "no_match", None),  # wrong name
-    ({"name": "王大山", "id_last6": "08003X", "village": "不存在村"}, 400, "invalid", "village"),
+    ({"name": "王大山", "id_last6": "08003X", "village": "不存在村"}, 404, "village_not_found", "village"),
     ({"token": "no-such-token"}, 404, "no_match", "token"),
     ({"name": "王大山", "id_last6": "08003X"}, 400, "required", "village_id"),
     ({"name": "王大山", "id_last6": "7000", "village": "东坝村"}, 400, "pattern", "id_last6"),
@@ -431,44 +431,6 @@ def test_a_family_member_sees_the_household_reports(env):
 
 
 # --- questions and topics --------------------------------------------------------------------
-
-
-@dataclass
-class _Hit:
-    doc: str = "shaanxi_plan.txt"
-    title: str = "陕西省巩固拓展脱贫攻坚成果规划"
-    issuer: str = "陕西省人民政府"
-    date: str = "2021-10-01"
-    doc_no: str | None = None
-    section: str = "第三章 第一节 （二）"
-    text: str = "对脱贫不稳定户、边缘易致贫户……"
-    start: int = 120
-    end: int = 180
-    score: float = 0.9
-    region: dict = field(default_factory=lambda: {"province": "陕西省", "city": None, "county": None})
-    display: str = ""
-
-
-@dataclass
-class _Answer:
-    text: str
-    answerable: bool
-    passages: list
-    next_offset: int | None
-
-
-class FakeKB:
-    """Same attributes as knowledge.KnowledgeBase's answer(); records what it was asked."""
-
-    def __init__(self):
-        self.asked = []
-
-    def search(self, question, region=None, k=5):  # pragma: no cover - not used by the API
-        raise AssertionError
-
-    def answer(self, question, region=None, offset=0):
-        self.asked.append((question, region, offset))
-        return _Answer(text="《陕西省…规划》第三章：……", answerable=True, passages=[_Hit()], next_offset=offset + 1)
 
 
 def test_ask_returns_the_answer_with_cited_passages_and_offsets(env):

@@ -101,8 +101,15 @@ def authed(*, required: bool = True) -> mp.MpUser | None:
 
 
 @bp.before_request
-def _per_ip_limit():
+def _per_ip_limit_and_query():
     _limiter().hit("ip", _ip(), limit=services().settings.rate_limit_per_minute, window=60, message=T.RATE_LIMITED)
+    rule = request.url_rule.rule if request.url_rule else None
+    allowed = openapi.query_parameters().get((request.method, rule))
+    if allowed is not None:
+        for name in request.args:
+            if name not in allowed:
+                raise ValidationError(T.FIELD_UNKNOWN.format(field=name[:40]), field=name[:40],
+                                      code="unknown_field")
 
 
 @bp.errorhandler(mp.Unauthorized)
@@ -209,6 +216,17 @@ def _read_upload(fs, *, field: str, max_bytes: int) -> mp.Upload:
     return mp.Upload(filename=(fs.filename or "")[:255], data=data)
 
 
+def _multipart():
+    """The parsed form and files; a body that is not multipart at all is refused, not taken as empty."""
+    form, files = request.form, request.files
+    if not form and not files:
+        boundary = request.mimetype_params.get("boundary", "")
+        closing = len(f"--{boundary}--") + 4
+        if not boundary or (request.content_length or 0) > closing:
+            raise ValidationError("上传内容格式不正确（multipart/form-data）", code="bad_multipart")
+    return form, files
+
+
 def _single(form, name: str) -> str:
     values = form.getlist(name)
     if len(values) > 1:
@@ -219,7 +237,7 @@ def _single(form, name: str) -> str:
 
 def _multipart_report(max_bytes: int) -> tuple[dict, list[mp.Upload]]:
     """A multipart report (what wx.uploadFile sends: text fields in formData plus the photo)."""
-    form, files = request.form, request.files
+    form, files = _multipart()
     allowed = set(openapi.REPORT_MULTIPART["properties"]) | {"photo"}
     for name in list(form.keys()) + list(files.keys()):
         if name not in allowed:
@@ -250,6 +268,8 @@ def _multipart_report(max_bytes: int) -> tuple[dict, list[mp.Upload]]:
         _read_upload(fs, field="photos", max_bytes=max_bytes)
         for name in ("photos", "photo") for fs in files.getlist(name)
     ]
+    # An empty file part without a name is what a form sends when no file was chosen.
+    uploads = [u for u in uploads if u.data or u.filename]
     return data, uploads
 
 
@@ -308,7 +328,7 @@ def add_photo(ref: str):
     if request.mimetype != "multipart/form-data":
         raise mp.UnsupportedMediaType("请以 multipart/form-data 格式上传照片", code="unsupported_media_type")
     s = services()
-    form, files = request.form, request.files
+    form, files = _multipart()
     for name in list(form.keys()) + list(files.keys()):
         if name != "photo":
             raise ValidationError(T.FIELD_UNKNOWN.format(field=name[:40]), field=name[:40], code="unknown_field")

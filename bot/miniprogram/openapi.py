@@ -9,6 +9,7 @@ the routes the application really has.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from handlers.miniprogram import IDEMPOTENCY_KEY_MAX, MAX_PHOTOS_PER_CASE
@@ -476,6 +477,18 @@ def build() -> dict:
         },
     }
     return copy.deepcopy(doc)
+
+
+@functools.cache
+def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """(METHOD, Flask rule) → the query parameters the operation documents (others are refused)."""
+    out = {}
+    for path, item in build()["paths"].items():
+        rule = PREFIX + path.replace("{", "<").replace("}", ">")
+        for method, op in item.items():
+            names = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+            out[(method.upper(), rule)] = frozenset(names)
+    return out
 
 
 def operations() -> set[tuple[str, str]]:
