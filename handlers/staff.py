@@ -20,7 +20,7 @@ from storage.people import (
     staff_by_username,
     verify_password,
 )
-from storage.regions import region_label
+from storage.regions import ancestors, region_label
 
 from . import triage_texts as T
 from .context import Context
@@ -70,9 +70,15 @@ def _actor(session, staff: StaffUser) -> Actor | None:
         return None
     return Actor(
         id=staff.id, username=staff.username, name=staff.display_name or staff.username, role=staff.role,
-        region_id=region.id, region_path=region.path, region_name=region_label(session, region),
+        region_id=region.id, region_path=region.path, region_name=_local_label(session, region),
         region_level=region.level,
     )
+
+
+def _local_label(session, region: Region) -> str:
+    """白河县城关镇: the names from the county down (the province and city add nothing here)."""
+    chain = [r for r in ancestors(session, region) if r.level in ("county", "township", "village")]
+    return "".join(r.name for r in chain) or region_label(session, region)
 
 
 def load_actor(ctx: Context, staff_id: int) -> Actor | None:

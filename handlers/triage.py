@@ -188,6 +188,7 @@ class CaseView:
     clauses: list[Clause]
     clauses_error: str
     can_reveal: bool
+    step_owner_hint: str = ""
 
 
 def version_of(case: Case) -> str:
@@ -423,11 +424,20 @@ def case_view(
             merged_into=merged_into, merged_from=merged_from, assistance=assistance, assigned_to=assigned,
             assignable=assignable, village_households=village_households, clauses=[], clauses_error="",
             can_reveal=actor.role in ACTION_ROLES["reveal"],
+            step_owner_hint=_owner_hint(actor, case),
         )
         risk_types = list(case.risk_types)
     if with_clauses:
         view.clauses, view.clauses_error = _clauses(ctx, risk_types)
     return view
+
+
+def _owner_hint(actor: Actor, case: Case) -> str:
+    """Why the actor sees no step button: the current step belongs to another role."""
+    if case.closed_at is not None or case.step not in STEP_ROLES or actor.role in STEP_ROLES[case.step]:
+        return ""
+    roles = "、".join(T.ROLE_LABELS[r] for r in sorted(STEP_ROLES[case.step]))
+    return T.STEP_OWNER_HINT.format(step=_label(ProcedureStep, case.step), roles=roles)
 
 
 class _Category:

@@ -97,6 +97,7 @@ ADVANCE_LABELS = {
     "township": "乡镇审核通过，报县级审定",
 }
 ADVANCE_DEFAULT = "完成“{step}”"
+STEP_OWNER_HINT = "当前环节“{step}”由{roles}工作人员办理。"
 EVENT_LABELS = {
     "created": "提交申报",
     "step_done": "完成环节",
