@@ -15,7 +15,7 @@ from .settings import Settings
 
 #: Each surface package exposes ``init_app(app, services)``.
 SURFACES: tuple[str, ...] = (
-    # "bot.wechat",
+    "bot.wechat",
     "bot.console",
     "bot.miniprogram",
 )
@@ -24,7 +24,7 @@ SURFACES: tuple[str, ...] = (
 def create_app(overrides: Mapping[str, Any] | None = None, *, services: Services | None = None) -> Flask:
     """Build the service. ``overrides`` take precedence over ``HUINONG_*`` environment variables."""
     settings = services.settings if services else Settings.from_env(overrides=overrides).validate()
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO))
+    _configure_logging(settings.log_level)
     services = services or build_services(settings)
 
     app = Flask("bot", instance_path=str(settings.instance_path))
@@ -70,6 +70,16 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, services: Services
 
     register_cli(app)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """Log at ``level`` and mask ID numbers and phones in every record, whoever logs it."""
+    from handlers.pii import PiiMaskingFilter
+
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, PiiMaskingFilter) for f in handler.filters):
+            handler.addFilter(PiiMaskingFilter())
 
 
 def services_of(app: Flask) -> Services:

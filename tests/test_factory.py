@@ -29,3 +29,17 @@ def test_unknown_page_is_a_chinese_page_without_trace(client):
     assert resp.status_code == 404
     text = resp.get_data(as_text=True)
     assert "没有找到" in text and "Traceback" not in text
+
+
+def test_logs_mask_personal_data(app, caplog):
+    import logging
+
+    from handlers.pii import PiiMaskingFilter
+
+    root = logging.getLogger()
+    assert all(any(isinstance(f, PiiMaskingFilter) for f in h.filters) for h in root.handlers)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "电话 %s", ("13912345678",), None)
+    for h in root.handlers:
+        for f in h.filters:
+            f.filter(record)
+    assert "13912345678" not in record.getMessage()
