@@ -15,7 +15,7 @@ from .settings import Settings
 
 #: Each surface package exposes ``init_app(app, services)``.
 SURFACES: tuple[str, ...] = (
-    # "bot.wechat",
+    "bot.wechat",
     "bot.console",
     "bot.miniprogram",
 )

@@ -19,7 +19,7 @@ from .settings import Settings, SettingsError
 
 #: Modules that add commands to the group: each exposes ``commands: list[click.Command]``.
 COMMAND_MODULES: tuple[str, ...] = (
-    # "bot.wechat.commands",
+    "bot.wechat.commands",
     # "bot.console.commands",
 )
 

@@ -1,0 +1,76 @@
+"""一户一码: scanning a household's QR code binds the sender's WeChat to that household.
+
+The code is a permanent parametric QR code whose scene string is ``hh:<bind token>``
+(``bot.wechat.outbound.create_household_qr``). WeChat reports a scan as a ``subscribe`` event
+with ``EventKey`` ``qrscene_hh:<token>`` (first follow) or a ``SCAN`` event with ``hh:<token>``
+(already following). A WeChat already bound to another household is not moved silently: the
+village cadre does that.
+"""
+
+from __future__ import annotations
+
+from storage import session_scope
+from storage.audit import audit
+from storage.inbound import get_household, get_region, set_subscribed
+from storage.people import bind_household, get_or_create_wechat_user, household_by_token
+
+from . import chat_texts as T
+from .context import Context
+from .routing import Chatter, Inbound
+
+SCENE_PREFIX = "hh:"
+
+
+def bind_scene(ctx: Context, openid: str, scene: str) -> str | None:
+    """Bind ``openid`` to the household of ``scene``; the reply, or None for a scene that is not
+    a household code (e.g. a poster's code)."""
+    if not scene.startswith(SCENE_PREFIX):
+        return None
+    token = scene[len(SCENE_PREFIX):]
+    with session_scope(ctx.engine) as session:
+        household = household_by_token(session, token)
+        if household is None:
+            return T.BAD_CODE
+        village = get_region(session, household.village_id)
+        names = {"village": village.name if village else "", "head": household.head_name}
+        user = get_or_create_wechat_user(session, openid=openid, app="oa")
+        if user.household_id == household.id:
+            return T.ALREADY_BOUND.format(**names)
+        if user.household_id is not None:
+            current = get_household(session, user.household_id)
+            cur_village = get_region(session, current.village_id) if current else None
+            return T.BOUND_OTHER.format(village=cur_village.name if cur_village else "",
+                                        head=current.head_name if current else "")
+        bind_household(session, user, household)
+        if not user.subscribed:
+            set_subscribed(session, user, True)
+        audit(session, action="wechat_bind", actor_name="villager", target=f"household:{household.id}",
+              detail=f"wechat user {user.id} bound by scanning the household code")
+        return T.BOUND.format(**names)
+
+
+def on_subscribe(ctx: Context, msg: Inbound, who: Chatter) -> str:
+    """Follow: welcome, and bind when the follow came from a household code."""
+    with session_scope(ctx.engine) as session:
+        user = get_or_create_wechat_user(session, openid=msg.openid, app="oa")
+        if not user.subscribed:
+            set_subscribed(session, user, True)
+    bound = bind_scene(ctx, msg.openid, msg.scene) if msg.scene else None
+    if bound:
+        return bound + "\n" + T.WELCOME
+    if who.household_id and who.name:
+        return T.WELCOME_BACK.format(name=who.name)
+    return T.WELCOME
+
+
+def on_scan(ctx: Context, msg: Inbound, who: Chatter) -> str:
+    """A follower scanned a code."""
+    return bind_scene(ctx, msg.openid, msg.scene) or T.HELP
+
+
+def on_unsubscribe(ctx: Context, msg: Inbound, who: Chatter) -> None:
+    """Unfollow: remember it (customer-service messages would fail) and answer nothing."""
+    with session_scope(ctx.engine) as session:
+        user = get_or_create_wechat_user(session, openid=msg.openid, app="oa")
+        set_subscribed(session, user, False)
+    return None
