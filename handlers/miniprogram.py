@@ -228,6 +228,14 @@ def _bind(ctx: Context, session, user_id: int, hh: Household, *, how: str, ip: s
     user = wechat_user(session, user_id)
     if user is None:
         raise Unauthorized(T.TOKEN_INVALID, code="invalid_token")
+    if user.household_id == hh.id:
+        return _household_view(ctx, session, hh)
+    if user.household_id is not None:
+        # The same rule as the official account: a bound WeChat is not moved silently.
+        current = household_by_id(session, user.household_id)
+        village = get_region(session, current.village_id) if current else None
+        raise Conflict(T.BIND_OTHER.format(village=village.name if village else "",
+                                           head=current.head_name if current else ""), code="already_bound")
     bind_household(session, user, hh)
     audit(session, action="mp_bind", actor_name=f"wechatuser:{user.id}", target=f"household:{hh.id}",
           detail=f"by {how}", ip=ip)

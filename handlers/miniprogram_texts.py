@@ -17,6 +17,7 @@ BIND_TOKEN_NOT_FOUND = "户码无效或已更换，请向村干部索取新的�
 BIND_NO_MATCH = "没有找到匹配的农户信息，请核对户主姓名、身份证后6位和所在村，或扫描户码绑定"
 BIND_AMBIGUOUS = "找到多户信息相同的农户，请扫描户码绑定或联系村干部"
 BIND_NEEDS_ONE_WAY = "请提供户码，或者户主姓名、身份证后6位和所在村"
+BIND_OTHER = "您的微信已经绑定了{village}{head}户。如需改绑，请联系村干部"
 VILLAGE_NOT_FOUND = "没有找到这个村，请核对村名"
 
 IDEMPOTENCY_KEY_MISSING = "缺少请求编号（Idempotency-Key），请更新小程序后重试"

@@ -157,6 +157,18 @@ def test_bind_by_qr_token_and_read_my_household_masked(env):
     assert env.user(uid).household_id == hh.id
 
 
+def test_binding_again_is_idempotent_but_a_bound_wechat_is_not_moved(env):
+    token, uid = env.bound_session()
+    hh = env.household()
+    again = env.client.post("/api/v1/household/bind", json={"token": hh.bind_token}, headers=bearer(token))
+    assert assert_ok(again)["household"]["id"] == hh.id
+    other = env.household("赵兰芳")
+    r = env.client.post("/api/v1/household/bind", json={"token": other.bind_token}, headers=bearer(token))
+    err = assert_api_error(r, 409, "already_bound")
+    assert "村干部" in err["message"]
+    assert env.user(uid).household_id == hh.id
+
+
 def test_bind_by_name_id_last6_and_village(env):
     token, uid = mp_session(env.ctx)
     body = {"name": "王大山", "id_last6": "08003x", "village": "东坝村"}

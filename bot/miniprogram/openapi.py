@@ -324,7 +324,7 @@ _ERROR_TEXT = {
     400: "Malformed or invalid input (the field is named)",
     401: "Missing, forged, revoked or expired session token, or an invalid login code",
     404: "Not found (another user's report is 'not found' too)",
-    409: "Conflict (an Idempotency-Key reused with another body; an ambiguous household)",
+    409: "Conflict (an Idempotency-Key reused with another body; a WeChat already bound to another household)",
     405: "Method not allowed on this path",
     413: "A photo or the whole request is too large",
     415: "Not a JPEG, PNG or WebP image, or an unsupported request content type",
