@@ -528,3 +528,24 @@ def test_rate_limiter_counts_in_redis_when_configured():
     limiter.hit("ip", "1.2.3.4", limit=2, window=60, message="x")
     for key in kv.client.scan_iter(kv.prefix + "*"):
         kv.client.delete(key)
+
+
+def test_ask_with_the_real_knowledge_base_quotes_clauses_at_their_offsets(env, tmp_path):
+    """The shipped corpus indexed with the hash embedder: each passage's text is the original's slice."""
+    pytest.importorskip("knowledge.base", reason="the knowledge package has not landed yet")
+    from pathlib import Path
+
+    from knowledge import KnowledgeBase
+    from knowledge.embedder import HashEmbedder
+
+    corpus = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "corpus"
+    kb = KnowledgeBase.build(corpus, tmp_path / "index", HashEmbedder(), progress=False)
+    env.services.set_knowledge(kb)
+    token, _ = env.bound_session()
+    data = assert_ok(env.client.post("/api/v1/ask", json={"question": "脱贫人口小额信贷能贷多少"},
+                                     headers=bearer(token)))
+    assert data["region"] == "白河县" and data["passages"] and isinstance(data["answerable"], bool)
+    for p in data["passages"]:
+        assert kb.source(p["doc"])[p["start"]:p["end"]] == p["text"]
+        assert p["title"] and p["issuer"] and p["section"]
+    assert data["passages"][0]["title"] in data["text"]  # the answer cites the document
