@@ -50,7 +50,7 @@ def step(user, send, *, expect: str | list[str]):
     return reply
 
 
-@pytest.mark.parametrize("mode", ["plain", "safe"])
+@pytest.mark.parametrize("mode", ["plain", "compatible", "safe"])
 def test_full_conversation(tmp_path, db_url, mode, kb):
     w = WeChatApp(tmp_path, db_url, mode=mode, knowledge=kb)
     try:

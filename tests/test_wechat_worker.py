@@ -125,7 +125,16 @@ def test_unsubscribed_user_is_a_permanent_failure(world, api):
     assert _row(world, row_id).status == "failed" and "43004" in _row(world, row_id).last_error
 
 
-def test_two_workers_never_send_the_same_message(world, api):
+def test_two_workers_never_send_the_same_message(tmp_path, api, db_url):
+    world = WeChatApp(tmp_path, db_url, load_demo=False, wechat_api_base=api.base_url, wechat_appid=api.appid,
+                      wechat_secret=api.secret)
+    try:
+        _two_workers(world, api)
+    finally:
+        world.close()
+
+
+def _two_workers(world, api):
     ids = [_enqueue(world, kind="text", recipient=f"o-{i}", payload={"content": f"消息{i}"}) for i in range(30)]
     workers = [_worker(world, worker_id=f"w{i}", batch=5) for i in range(2)]
     for w in workers:
@@ -206,3 +215,22 @@ def test_menu_command_prints_and_pushes(world, api):
     api.fail_next("cgi-bin/menu/create", errcode=40018)
     refused = CliRunner().invoke(main, ["wechat-menu", "--push"], env=_env(world, api))
     assert refused.exit_code != 0 and "40018" in refused.output
+
+
+def test_without_an_access_token_nothing_is_claimed_or_lost(world, api):
+    row_id = _enqueue(world, kind="text", recipient="o-1", payload={"content": "通知"})
+    api.apps[api.appid] = "rotated-secret"  # the AppSecret was reset in the admin console
+    stats = _worker(world).drain()
+    assert stats.handled == 0 and "40125" in stats.errors[0]
+    row = _row(world, row_id)
+    assert row.status == "pending" and row.attempts == 0
+    api.apps[api.appid] = api.secret
+    assert _worker(world).drain().sent == 1
+
+
+def test_a_malformed_row_does_not_stop_the_batch(world, api):
+    bad = _enqueue(world, kind="template", recipient="o-1", payload={"template": "urgent_case", "data": "oops"})
+    good = _enqueue(world, kind="text", recipient="o-2", payload={"content": "好"})
+    stats = _worker(world).drain()
+    assert _row(world, good).status == "sent"
+    assert _row(world, bad).status in {"pending", "failed"} and stats.sent == 1

@@ -38,6 +38,8 @@ from .outbound import make_client, send_template, send_text
 log = logging.getLogger(__name__)
 
 TRANSIENT = {None, -1, 45009, 40001, 42001}
+#: Our configuration, not the message: wrong AppID / AppSecret, server IP not whitelisted.
+CONFIGURATION = {40002, 40013, 40125, 40164, 41002, 41004}
 WINDOW_CLOSED = {45015, 45047}
 UNKNOWN_TEMPLATE = {40037}
 
@@ -107,8 +109,16 @@ class OutboxWorker:
     # --- one round ------------------------------------------------------------------------------
 
     def run_once(self, *, now: dt.datetime | None = None) -> Stats:
-        """Claim one batch of due messages and deliver them."""
-        self.client  # noqa: B018 - fail on missing configuration before claiming anything
+        """Claim one batch of due messages and deliver them.
+
+        Without an access token (WeChat down, wrong AppSecret, IP not whitelisted) nothing is
+        claimed: the messages wait, untouched, for the next round.
+        """
+        try:
+            self.client.access_token  # noqa: B018 - fetched (or read from the shared store) first
+        except (requests.RequestException, WeChatClientException) as exc:
+            log.error("no WeChat access token, delivering nothing this round: %s", _describe(exc))
+            return Stats(errors=[f"access token: {_describe(exc)}"])
         with session_scope(self.engine) as session:
             rows = claim_batch(session, worker=self.worker_id, limit=self.batch, stale_after=self.stale_after, now=now)
         stats = Stats()
@@ -158,6 +168,13 @@ class OutboxWorker:
             stats.errors.append(str(exc))
             log.warning("outbox message %s failed for good: %s", row.id, exc)
             return stats
+        except Exception as exc:  # a bug or a malformed row: retry later, keep the batch going
+            log.exception("outbox message %s could not be sent", row.id)
+            with session_scope(self.engine) as session:
+                mark_failed(session, row, error=_describe(exc), retry=True, max_attempts=self.max_attempts, now=now)
+            stats.retried += 1
+            stats.errors.append(_describe(exc))
+            return stats
         with session_scope(self.engine) as session:
             mark_sent(session, row, now=now)
         stats.sent += 1
@@ -179,7 +196,7 @@ class OutboxWorker:
         except requests.RequestException as exc:
             raise _Retry(_describe(exc)) from exc
         except WeChatClientException as exc:
-            if _errcode(exc) in TRANSIENT:
+            if _errcode(exc) in TRANSIENT or _errcode(exc) in CONFIGURATION:
                 raise _Retry(_describe(exc)) from exc
             raise
 
