@@ -282,3 +282,31 @@ def test_dialogue_continues_on_another_worker(tmp_path, kb, store):
     finally:
         a.close()
         b.close()
+
+
+@pytest.fixture(scope="module")
+def real_kb(tmp_path_factory):
+    """The real knowledge base over the shipped corpus, with the hash embedder (no model)."""
+    from pathlib import Path
+
+    from knowledge import KnowledgeBase
+    from knowledge.embedder import HashEmbedder
+
+    corpus = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "corpus"
+    return KnowledgeBase.build(corpus, tmp_path_factory.mktemp("index"), HashEmbedder(), progress=False)
+
+
+def test_question_through_the_real_knowledge_base(tmp_path, real_kb):
+    w = WeChatApp(tmp_path, knowledge=real_kb)
+    try:
+        user = w.user("o-cadre")
+        user.scan("hh:" + _household(w.services.engine).bind_token)  # 白河县: Shaanxi documents first
+        replies = [user.text("小额信贷最多贷多少")]
+        assert replies[0].status == 200 and "《" in replies[0].text and "小额信贷" in replies[0].text
+        assert user.resend().text == replies[0].text
+        while "5万元" not in "".join(r.text for r in replies) and len(replies) < 4:
+            replies.append(user.text("更多"))
+        assert any("5万元" in r.text for r in replies), [r.text[:80] for r in replies]
+        assert all(len(r.text.encode()) <= 2048 for r in replies)
+    finally:
+        w.close()
