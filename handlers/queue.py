@@ -13,12 +13,12 @@ import csv
 import datetime as dt
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from storage import session_scope
 from storage.audit import audit
-from storage.crypto import mask_id_number, mask_phone
+from storage.crypto import DataKeyError, mask_id_number, mask_phone
 from storage.enums import DECISION_STEPS, Channel, ProcedureStep, RiskType
 from storage.models import utcnow
 from storage.queue import (
@@ -27,10 +27,8 @@ from storage.queue import (
     households_by_ids,
     queue_cases,
     queue_page,
-    queue_total,
+    queue_stats,
     staff_names,
-    step_counts,
-    urgent_overdue_counts,
     villages_under,
 )
 from storage.refs import CST
@@ -163,18 +161,32 @@ def _label(enum, value: str | None) -> str:
         return value
 
 
+def _decrypt(ctx: Context, token: str | None) -> str | None:
+    """A stored value in clear, or a marker when it cannot be read (wrong data key): never a 500."""
+    if not token:
+        return None
+    try:
+        return ctx.cipher.decrypt(token)
+    except DataKeyError:
+        return T.UNREADABLE
+
+
+def _masked(mask, value: str | None) -> str:
+    return value if value == T.UNREADABLE else mask(value)
+
+
 def _row(ctx: Context, actor: Actor, case, village: str, assigned: dict[int, str], homes: dict, now: dt.datetime) -> QueueRow:
     from storage.enums import Outcome
 
     hh = homes.get(case.household_id or 0)
     phone_enc = case.reporter_phone_enc or (hh.phone_enc if hh is not None else None)
-    phone = ctx.cipher.decrypt(phone_enc) if phone_enc else None
+    phone = _decrypt(ctx, phone_enc)
     open_ = case.closed_at is None
     return QueueRow(
         id=case.id, ref=case.ref, urgent=case.urgent, urgent_reasons=case.urgent_reasons, step=case.step,
         step_label=_label(ProcedureStep, case.step), outcome_label=_label(Outcome, case.outcome),
         risk_labels=[_label(RiskType, r) for r in case.risk_types], village=village,
-        reporter_name=case.reporter_name or (hh.head_name if hh is not None else ""), phone=mask_phone(phone),
+        reporter_name=case.reporter_name or (hh.head_name if hh is not None else ""), phone=_masked(mask_phone, phone),
         due_at=case.due_at if open_ else None, overdue=open_ and is_overdue(case.due_at, now),
         days_left=ctx.calendar.working_days_left(case.due_at, now) if open_ and case.due_at else None,
         channel_label=_label(Channel, case.channel), assigned_to=assigned.get(case.assigned_to_id or 0, ""),
@@ -190,20 +202,22 @@ def queue(ctx: Context, actor: Actor, args: dict[str, Any], *, now: dt.datetime 
     f, norm = parse_filter(ctx, actor, args)
     after = decode_cursor(str(args.get("after") or ""))
     with session_scope(ctx.engine) as session:
-        if f.village_id is not None and f.village_id not in {v.id for v in villages_under(session, actor.region_path)}:
-            raise ValidationError(T.BAD_FILTER.format(field="village"), field="village")
+        under = villages_under(session, actor.region_path)
+        villages = [(v.id, v.name) for v in under]
+        if f.village_id is not None:
+            path = next((v.path for v in under if v.id == f.village_id), None)
+            if path is None:
+                raise ValidationError(T.BAD_FILTER.format(field="village"), field="village")
+            f = replace(f, village_id=None, village_path=path)
         rows, nxt = queue_page(session, f, now=now, limit=page_size, after=after)
         assigned = staff_names(session, [c.assigned_to_id for c, _ in rows if c.assigned_to_id])
         homes = households_by_ids(session, [c.household_id for c, _ in rows if c.household_id])
-        total = queue_total(session, f, now=now)
-        per_step = step_counts(session, f, now=now)
-        urgent_n, overdue_n = urgent_overdue_counts(session, actor.region_path, now=now)
-        villages = [(v.id, v.name) for v in villages_under(session, actor.region_path)]
+        stats = queue_stats(session, f, now=now)
         out = [_row(ctx, actor, c, v, assigned, homes, now) for c, v in rows]
-    counts = [(code, _label(ProcedureStep, code), per_step.get(code, 0)) for code in STEP_CODES]
+    counts = [(code, _label(ProcedureStep, code), stats.per_step.get(code, 0)) for code in STEP_CODES]
     return QueuePage(
-        rows=out, next_cursor=encode_cursor(nxt) if nxt else None, total=total, counts=counts,
-        urgent_count=urgent_n, overdue_count=overdue_n, villages=villages, filters=norm, first_page=after is None,
+        rows=out, next_cursor=encode_cursor(nxt) if nxt else None, total=stats.total(f.step), counts=counts,
+        urgent_count=stats.urgent, overdue_count=stats.overdue, villages=villages, filters=norm, first_page=after is None,
         choices={
             "step": [(c, lbl) for c, lbl, _ in counts],
             "risk": [(r.value, r.label) for r in RiskType],
@@ -233,19 +247,19 @@ def export_csv(ctx: Context, actor: Actor, args: dict[str, Any], *, unmasked: bo
         rows = queue_cases(session, f, now=now, limit=EXPORT_LIMIT)
         homes = households_by_ids(session, [c.household_id for c, _ in rows if c.household_id])
         for case, village in rows:
-            phone = ctx.cipher.decrypt(case.reporter_phone_enc) if case.reporter_phone_enc else None
+            phone = _decrypt(ctx, case.reporter_phone_enc)
             hh = homes.get(case.household_id or 0)
-            idn = ctx.cipher.decrypt(case.reporter_id_number_enc) if case.reporter_id_number_enc else None
+            idn = _decrypt(ctx, case.reporter_id_number_enc)
             if idn is None and hh is not None and hh.id_number_enc:
-                idn = ctx.cipher.decrypt(hh.id_number_enc)
+                idn = _decrypt(ctx, hh.id_number_enc)
             if phone is None and hh is not None and hh.phone_enc:
-                phone = ctx.cipher.decrypt(hh.phone_enc)
+                phone = _decrypt(ctx, hh.phone_enc)
             open_ = case.closed_at is None
             writer.writerow([_safe_cell(v) for v in (
                 case.ref, T.YES if case.urgent else T.NO, _label(ProcedureStep, case.step),
                 _label(_Outcome, case.outcome), "、".join(_label(RiskType, r) for r in case.risk_types), village,
-                case.reporter_name, phone if unmasked else mask_phone(phone),
-                idn if unmasked else mask_id_number(idn), hh.head_name if hh else "", _label(Channel, case.channel),
+                case.reporter_name, phone if unmasked else _masked(mask_phone, phone),
+                idn if unmasked else _masked(mask_id_number, idn), hh.head_name if hh else "", _label(Channel, case.channel),
                 case.created_at.astimezone(CST).strftime("%Y-%m-%d %H:%M"),
                 case.due_at.astimezone(CST).strftime("%Y-%m-%d") if case.due_at and open_ else "",
                 T.YES if open_ and is_overdue(case.due_at, now) else T.NO,

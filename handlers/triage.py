@@ -219,11 +219,12 @@ def _notice_end(ctx: Context, case: Case) -> dt.datetime | None:
 
 
 def _person(ctx: Context, name: str, id_enc: str | None, phone_enc: str | None, reveal: bool) -> PersonView:
-    idn = ctx.cipher.decrypt(id_enc) if id_enc else None
-    phone = ctx.cipher.decrypt(phone_enc) if phone_enc else None
+    from .queue import _decrypt, _masked
+
+    idn, phone = _decrypt(ctx, id_enc), _decrypt(ctx, phone_enc)
     if reveal:
         return PersonView(name, idn or "", phone or "", True)
-    return PersonView(name, mask_id_number(idn), mask_phone(phone), False)
+    return PersonView(name, _masked(mask_id_number, idn), _masked(mask_phone, phone), False)
 
 
 def allowed_actions(ctx: Context, actor: Actor, case: Case, household: Household | None, now: dt.datetime) -> dict[str, ActionSpec]:

@@ -150,6 +150,8 @@ class Case(SQLModel, table=True):
         # The queue order: urgent first, then by due date; scoped by region prefix.
         Index("ix_case_queue", "closed_at", "urgent", "due_at"),
         Index("ix_case_region_path", "region_path", "urgent", "due_at"),
+        # Covers the console's counts per step (open cases of a region): an index-only scan.
+        Index("ix_case_counts", "closed_at", "region_path", "step", "urgent", "due_at", "risk_codes"),
     )
 
 
