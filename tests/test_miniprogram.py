@@ -389,6 +389,17 @@ def test_oversized_or_non_image_photo_is_refused_and_nothing_is_written(tmp_path
     env.engine.dispose()
 
 
+def test_a_request_over_the_body_limit_is_413_in_the_one_shape(tmp_path):
+    env = _env(tmp_path, max_upload_bytes=1000, max_body_bytes=1000)
+    token, _ = env.bound_session()
+    body = '{"description": "' + "x" * 200_000 + '"}'
+    r = env.client.post("/api/v1/reports", data=body, content_type="application/json",
+                        headers={**bearer(token), "Idempotency-Key": "big-1"})
+    assert_api_error(r, 413)
+    assert env.count(Case) == 0
+    env.engine.dispose()
+
+
 def test_add_photos_to_my_report_one_by_one(env):
     token, _ = env.bound_session()
     ref = assert_ok(_report(env, token, "p-1", {"description": "家里缺劳力"}), 201)["ref"]
