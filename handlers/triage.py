@@ -935,13 +935,14 @@ def _notify_villager(session, case: Case, outcome: str, *, reason: str = "", mon
         type=T.PLAIN_MONITORING.get(monitoring_type or "", ""),
     )
     result = T.TEMPLATE_RESULT[outcome]
-    data = {"ref": case.ref, "result": result, "reason": reason or T.TEMPLATE_NO_REASON,
+    data = {"ref": case.ref, "status": result, "reason": reason or T.TEMPLATE_NO_REASON,
             "date": now.astimezone(CST).strftime("%Y-%m-%d")}
     sent = 0
     for openid in villager_openids(session, case):
         row = enqueue(
             session, kind="text", recipient=openid,
-            payload={"content": words, "template": "outcome", "data": data},
+            # Outside WeChat's 48-hour window the worker sends the template instead.
+            payload={"content": words, "fallback_template": {"template": "outcome", "data": data}},
             dedupe_key=f"outcome:{case.id}:{outcome}:{openid}", case_id=case.id,
         )
         sent += row is not None

@@ -493,3 +493,39 @@ def test_no_traceback_in_any_error_page(staff):
         r = s.client.get(path)
         assert r.status_code in (400, 403, 404) and "Traceback" not in r.get_data(as_text=True)
 
+
+
+def test_outcome_reaches_the_villager_through_the_outbox_worker(tmp_path):
+    """County decision → outbox → the real worker → the loopback WeChat API; 45015 → template."""
+    from bot.wechat.outbound import make_client
+    from bot.wechat.worker import OutboxWorker
+    from handlers import triage
+    from handlers.demo import load_demo
+    from tests.console_support import actor, bind_villager, drive, version
+
+    with FakeWeChatAPI() as api:
+        svc = build_services(make_settings(tmp_path, wechat_api_base=api.base_url, wechat_appid=api.appid,
+                                           wechat_secret=api.secret, wechat_template_outcome="TPL-OUTCOME"))
+        ctx = svc.ctx
+        load_demo(ctx)
+        uid = bind_villager(ctx, "o-zhang", "张建国")
+        first = report(ctx, head="张建国", reporter_id=uid)
+        drive(ctx, first.id, "county")
+        triage.decide(ctx, actor(ctx, "county"), first.id, outcome="rejected", reason="人均收入高于监测标准",
+                      version=version(ctx, first.id))
+        worker = OutboxWorker(svc, client=make_client(svc.settings, ctx.kv, timeout=(0.5, 0.5)))
+        worker.run_once()
+        sent = api.sent("cgi-bin/message/custom/send")
+        assert len(sent) == 1 and sent[0]["touser"] == "o-zhang"
+        assert "人均收入高于监测标准" in sent[0]["text"]["content"]
+
+        second = report(ctx, head="张建国", reporter_id=uid)
+        drive(ctx, second.id, "county")
+        api.fail_next("cgi-bin/message/custom/send", errcode=45015)
+        triage.decide(ctx, actor(ctx, "county"), second.id, outcome="monitored", monitoring_type="marginal",
+                      version=version(ctx, second.id))
+        worker.run_once()
+        tpl = api.sent("cgi-bin/message/template/send")
+        assert len(tpl) == 1 and tpl[0]["template_id"] == "TPL-OUTCOME" and tpl[0]["touser"] == "o-zhang"
+        assert tpl[0]["data"]["ref"]["value"] == second.ref and "纳入监测" in tpl[0]["data"]["status"]["value"]
+        svc.engine.dispose()

@@ -74,7 +74,9 @@ def test_full_procedure_monitored_then_risk_cleared(tctx):
     assert (c.step, c.outcome, c.monitoring_type, c.closed_at) == ("assistance", "monitored", "sudden", None)
     text = [o for o in _outbox(tctx) if o.kind == "text"][-1]
     assert text.recipient == "o-zhang" and "纳入防返贫监测" in text.payload["content"]
-    assert text.payload["template"] == "outcome" and text.payload["data"]["ref"] == c.ref
+    fallback = text.payload["fallback_template"]
+    assert fallback["template"] == "outcome" and fallback["data"]["ref"] == c.ref
+    assert fallback["data"]["status"] == "已纳入监测，正在帮扶"
 
     triage.record_assistance(tctx, actor(tctx, "longwan"), case.id, kind="medical", amount="3000",
                              note="医疗救助已到账", version=version(tctx, case.id))
