@@ -51,10 +51,16 @@ class Services:
         if self._kb is None:
             with self._kb_lock:
                 if self._kb is None:
-                    from knowledge import KnowledgeBase
+                    from knowledge import KnowledgeBase, StaleIndexError
                     from knowledge.embedder import load_embedder
+                    from knowledge.index import read_manifest
 
                     s = self.settings
+                    # Fail fast, without loading the model, when there is no index at all.
+                    if read_manifest(s.index_dir) is None:
+                        raise StaleIndexError(
+                            f"no search index in {s.index_dir}: run `huinong build-index`"
+                        )
                     embedder = load_embedder(s.embedding_model or None, s.instance_path)
                     self._kb = KnowledgeBase.load(s.index_dir, embedder)
         return self._kb
