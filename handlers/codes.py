@@ -69,7 +69,7 @@ def household_codes(
         sheet = CodeSheet(village_id=village.id, village_label=region_label(session, village))
         homes = households_in_village(session, village.id)
         audit(session, action="print_codes", actor_id=actor.id, actor_name=actor.username,
-              target=sheet.village_label[:128], detail=f"{len(homes)} households", ip=ip)
+              target=sheet.village_label[:128], detail=T.AUDIT_CODES.format(n=len(homes)), ip=ip)
         tokens: dict[int, str] = {}
         for h in homes:
             try:

@@ -265,9 +265,25 @@ def export_csv(ctx: Context, actor: Actor, args: dict[str, Any], *, unmasked: bo
                 T.YES if open_ and is_overdue(case.due_at, now) else T.NO,
             )])
         audit(session, action="export", actor_id=actor.id, actor_name=actor.username, target="queue",
-              detail=f"{len(rows)} rows, {'UNMASKED' if unmasked else 'masked'}, filter={norm}", ip=ip)
+              detail=T.AUDIT_EXPORT.format(n=len(rows), mode=T.AUDIT_EXPORT_FULL if unmasked else T.AUDIT_EXPORT_MASKED,
+                                           filters=_describe(norm)), ip=ip)
     name = f"queue-{now.astimezone(CST):%Y%m%d-%H%M}.csv"
     return name, ("\ufeff" + buf.getvalue()).encode("utf-8"), len(rows)
+
+
+def _describe(norm: dict[str, str]) -> str:
+    """The export's filter in words for the audit log."""
+    labels = {"step": ProcedureStep, "risk": RiskType, "channel": Channel}
+    parts = []
+    for key, value in norm.items():
+        if key in labels:
+            shown = _label(labels[key], value)
+        elif key == "status":
+            shown = T.STATUS_LABELS.get(value, value)
+        else:
+            shown = value
+        parts.append(f"{T.FILTER_LABELS.get(key, key)}={shown}")
+    return "；".join(parts) or T.AUDIT_NO_FILTER
 
 
 class _Outcome:

@@ -103,17 +103,17 @@ def authenticate(ctx: Context, *, username: str, password: str, ip: str = "", no
         staff = staff_by_username(session, username)
         if staff is None or not staff.active:
             verify_password(password, DUMMY_HASH)  # same cost as a real check
-            audit(session, action="login_failed", actor_name=username[:64], detail="unknown or inactive account", ip=ip)
+            audit(session, action="login_failed", actor_name=username[:64], detail=T.AUDIT_UNKNOWN_ACCOUNT, ip=ip)
             error = LoginFailed(T.LOGIN_FAILED)
         elif staff.locked_until is not None and staff.locked_until > now:
             audit(session, action="login_locked", actor_id=staff.id, actor_name=staff.username,
-                  detail="refused while locked", ip=ip)
+                  detail=T.AUDIT_LOCKED, ip=ip)
             error = AccountLocked(T.LOGIN_LOCKED.format(minutes=_minutes_left(staff.locked_until, now)))
         elif not verify_password(password, staff.password_hash):
             record_login_failure(session, staff, max_failures=MAX_FAILURES, lock_minutes=LOCK_MINUTES)
             locked = staff.locked_until is not None and staff.locked_until > now
             audit(session, action="login_failed", actor_id=staff.id, actor_name=staff.username,
-                  detail="wrong password" + ("; account locked" if locked else ""), ip=ip)
+                  detail=T.AUDIT_NOW_LOCKED if locked else T.AUDIT_WRONG_PASSWORD, ip=ip)
             error = AccountLocked(T.LOGIN_LOCKED.format(minutes=LOCK_MINUTES)) if locked else LoginFailed(T.LOGIN_FAILED)
         else:
             actor = _actor(session, staff)

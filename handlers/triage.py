@@ -344,7 +344,7 @@ def case_view(
         village = session.get(Region, case.village_id) if case.village_id else None
         if reveal:
             audit(session, action="reveal", actor_id=actor.id, actor_name=actor.username, target=case.ref,
-                  detail="ID number and phone shown in full on the case page", ip=ip)
+                  detail=T.AUDIT_REVEAL, ip=ip)
         reporter = _person(ctx, case.reporter_name, case.reporter_id_number_enc, case.reporter_phone_enc, reveal)
         hh_person = None
         hh = None
@@ -554,6 +554,11 @@ def _sniff(data: bytes, ext: str) -> bool:
     return data.startswith(magic[ext])
 
 
+def _measure(kind: str, amount: int | None) -> str:
+    return T.AUDIT_MEASURE.format(kind=_label(AssistanceKind, kind),
+                                  amount=T.AUDIT_AMOUNT.format(amount=amount) if amount else "")
+
+
 def _finish(session, actor: Actor, case: Case, action: str, detail: str, ip: str) -> None:
     audit(session, action=action, actor_id=actor.id, actor_name=actor.username, target=case.ref, detail=detail, ip=ip)
 
@@ -599,7 +604,8 @@ def advance(
                   step=wanted, note=note, data=data, now=now)
         nxt = ProcedureStep.parse(wanted).next().value
         update_case(session, case, step=nxt, step_started_at=now, due_at=_due(session, ctx, nxt, case, now), now=now)
-        _finish(session, actor, case, "step", f"{wanted} → {nxt}", ip)
+        _finish(session, actor, case, "step",
+                T.AUDIT_STEP.format(done=_label(ProcedureStep, wanted), next=_label(ProcedureStep, nxt)), ip)
         return Result(case.id, case.ref, T.DONE_STEP.format(step=_label(ProcedureStep, wanted), next=_label(ProcedureStep, nxt)))
 
 
@@ -646,7 +652,9 @@ def decide(
             update_case(session, case, outcome="rejected", outcome_reason=reason, step="closed",
                         step_started_at=now, due_at=None, closed_at=now, now=now)
         sent = _notify_villager(session, case, outcome, reason=reason, monitoring_type=mtype, now=now)
-        _finish(session, actor, case, "decide", f"{outcome}" + (f" ({mtype})" if mtype else f": {reason}"), ip)
+        _finish(session, actor, case, "decide",
+                T.AUDIT_DECIDE_MONITORED.format(type=_label(MonitoringType, mtype)) if mtype
+                else T.AUDIT_DECIDE_REJECTED.format(reason=reason), ip)
         return Result(case.id, case.ref, T.DONE_DECIDE.format(outcome=_label(_OutcomeLabels, outcome)), notified=sent)
 
 
@@ -689,7 +697,7 @@ def merge(
         if case.first_aid_at and not target.first_aid_at:
             update_case(session, target, first_aid_at=case.first_aid_at, now=now)
         sent = _notify_villager(session, case, "merged", other_ref=target.ref, now=now)
-        _finish(session, actor, case, "merge", f"merged into {target.ref}", ip)
+        _finish(session, actor, case, "merge", T.AUDIT_MERGE.format(ref=target.ref), ip)
         return Result(case.id, case.ref, T.DONE_MERGE.format(ref=target.ref), notified=sent,
                       extra={"into_id": target.id})
 
@@ -709,7 +717,7 @@ def dismiss_duplicate(ctx: Context, actor: Actor, case_id: int, *, version: str,
         add_event(session, case, action="duplicate_dismissed", actor_kind="staff", actor_id=actor.id,
                   actor_name=actor.name, step=case.step, note=note, data={"other_ref": other.ref if other else ""}, now=now)
         update_case(session, case, possible_duplicate_of_id=None, now=now)
-        _finish(session, actor, case, "dismiss_duplicate", f"not a duplicate of {other.ref if other else '?'}", ip)
+        _finish(session, actor, case, "dismiss_duplicate", T.AUDIT_DISMISS.format(ref=other.ref if other else "?"), ip)
         return Result(case.id, case.ref, T.DONE_DISMISS)
 
 
@@ -731,7 +739,7 @@ def first_aid(ctx: Context, actor: Actor, case_id: int, *, kind: str, version: s
                   step=case.step, note=note, data={"kind": kind_code, "amount": value}, now=now)
         if case.first_aid_at is None:
             update_case(session, case, first_aid_at=now, now=now)
-        _finish(session, actor, case, "first_aid", f"{kind_code} {value or ''}".strip(), ip)
+        _finish(session, actor, case, "first_aid", _measure(kind_code, value), ip)
         return Result(case.id, case.ref, T.DONE_FIRST_AID)
 
 
@@ -751,7 +759,7 @@ def record_assistance(ctx: Context, actor: Actor, case_id: int, *, kind: str, ve
         _check_version(case, version)
         add_event(session, case, action="assistance", actor_kind="staff", actor_id=actor.id, actor_name=actor.name,
                   step="assistance", note=note, data={"kind": kind_code, "amount": value}, now=now)
-        _finish(session, actor, case, "assistance", f"{kind_code} {value or ''}".strip(), ip)
+        _finish(session, actor, case, "assistance", _measure(kind_code, value), ip)
         return Result(case.id, case.ref, T.DONE_ASSISTANCE)
 
 
@@ -786,7 +794,8 @@ def clear_risk(ctx: Context, actor: Actor, case_id: int, *, conditions: list[str
         update_case(session, case, outcome="risk_cleared", step="closed", step_started_at=now, due_at=None,
                     closed_at=now, now=now)
         sent = _notify_villager(session, case, "risk_cleared", now=now)
-        _finish(session, actor, case, "clear_risk", "conditions confirmed: " + ",".join(CLEAR_CONDITION_KEYS), ip)
+        _finish(session, actor, case, "clear_risk",
+                T.AUDIT_CLEAR.format(items="、".join(T.CLEAR_CONDITIONS[c] for c in CLEAR_CONDITION_KEYS)), ip)
         return Result(case.id, case.ref, T.DONE_CLEAR, notified=sent)
 
 
@@ -835,7 +844,7 @@ def link_household(ctx: Context, actor: Actor, case_id: int, *, household_id: st
         add_event(session, case, action="household_linked", actor_kind="staff", actor_id=actor.id,
                   actor_name=actor.name, step=case.step, note=hh.head_name, now=now)
         update_case(session, case, now=now, **fields)
-        _finish(session, actor, case, "link_household", f"household {hh.id}", ip)
+        _finish(session, actor, case, "link_household", T.AUDIT_LINK.format(name=hh.head_name), ip)
         return Result(case.id, case.ref, T.DONE_LINK)
 
 
@@ -863,7 +872,7 @@ def assign(ctx: Context, actor: Actor, case_id: int, *, staff_id: str, version: 
         add_event(session, case, action="assigned", actor_kind="staff", actor_id=actor.id, actor_name=actor.name,
                   step=case.step, data={"assignee": staff.display_name}, now=now)
         update_case(session, case, assigned_to_id=staff.id, now=now)
-        _finish(session, actor, case, "assign", f"to {staff.username}", ip)
+        _finish(session, actor, case, "assign", T.AUDIT_ASSIGN.format(name=staff.username), ip)
         return Result(case.id, case.ref, T.DONE_ASSIGN.format(name=staff.display_name))
 
 
@@ -989,5 +998,5 @@ def attachment_file(ctx: Context, actor: Actor, attachment_id: int, *, ip: str =
         if not path.is_file():
             raise NotFound(T.FILE_NOT_FOUND)
         audit(session, action="view_file", actor_id=actor.id, actor_name=actor.username, target=case.ref,
-              detail=f"attachment {att.id}", ip=ip)
+              detail=T.AUDIT_FILE.format(id=att.id), ip=ip)
         return path, att.content_type or "application/octet-stream", f"{case.ref}-{att.id}{path.suffix}"

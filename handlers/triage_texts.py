@@ -203,4 +203,33 @@ AUDIT_LABELS = {
     "export": "导出",
     "print_codes": "打印户码",
     "csrf_refused": "拒绝伪造请求",
+    "wechat_bind": "公众号扫码绑定农户",
+    "mp_bind": "小程序绑定农户",
+}
+
+# Details written into the audit log (read by admins on the audit page).
+AUDIT_UNKNOWN_ACCOUNT = "账号不存在或已停用"
+AUDIT_LOCKED = "账号锁定期间尝试登录，已拒绝"
+AUDIT_WRONG_PASSWORD = "密码错误"
+AUDIT_NOW_LOCKED = "密码错误，账号已锁定"
+AUDIT_REVEAL = "在申报页查看完整身份证号和电话"
+AUDIT_STEP = "{done} → {next}"
+AUDIT_DECIDE_MONITORED = "纳入监测（{type}）"
+AUDIT_DECIDE_REJECTED = "不予纳入：{reason}"
+AUDIT_MERGE = "合并到 {ref}"
+AUDIT_DISMISS = "不是 {ref} 的重复"
+AUDIT_MEASURE = "{kind}{amount}"
+AUDIT_AMOUNT = "，{amount} 元"
+AUDIT_CLEAR = "已确认：{items}"
+AUDIT_LINK = "关联农户：{name}"
+AUDIT_ASSIGN = "指派给 {name}"
+AUDIT_FILE = "证据文件 {id}"
+AUDIT_EXPORT = "{n} 条，{mode}，筛选：{filters}"
+AUDIT_EXPORT_MASKED = "个人信息打码"
+AUDIT_EXPORT_FULL = "含完整身份证号和电话"
+AUDIT_NO_FILTER = "无"
+AUDIT_CODES = "{n} 户"
+FILTER_LABELS = {
+    "status": "状态", "step": "环节", "risk": "困难类型", "channel": "渠道", "village": "村编号",
+    "mine": "指派给我", "urgent": "只看紧急", "overdue": "只看超期", "q": "搜索",
 }

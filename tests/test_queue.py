@@ -164,4 +164,5 @@ def test_export_is_masked_unless_the_role_allows_and_always_audited(qctx):
     with Session(qctx.engine) as s:
         audits = list(s.exec(select(AuditLog).where(AuditLog.action == "export").order_by(AuditLog.id)))
     assert [a.actor_name for a in audits] == ["chengguan", "county"]
-    assert "masked" in audits[0].detail and "UNMASKED" in audits[1].detail and "risk" in audits[1].detail
+    assert "个人信息打码" in audits[0].detail and "含完整身份证号和电话" in audits[1].detail
+    assert "困难类型=因病" in audits[1].detail and audits[1].detail.startswith("2 条")
