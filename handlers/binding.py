@@ -44,8 +44,8 @@ def bind_scene(ctx: Context, openid: str, scene: str) -> str | None:
         bind_household(session, user, household)
         if not user.subscribed:
             set_subscribed(session, user, True)
-        audit(session, action="wechat_bind", actor_name="villager", target=f"household:{household.id}",
-              detail=f"wechat user {user.id} bound by scanning the household code")
+        audit(session, action="wechat_bind", actor_name=T.AUDIT_ACTOR, target=f"household:{household.id}",
+              detail=T.AUDIT_BIND.format(user=user.id, head=household.head_name))
         return T.BOUND.format(**names)
 
 

@@ -29,6 +29,8 @@ NOTHING_TO_CANCEL = "当前没有正在进行的操作。" + HELP
 BOUND = "已绑定：{village}{head}户。以后点“一键申报”就能直接申报，不用再填信息。"
 ALREADY_BOUND = "您已绑定{village}{head}户，点“一键申报”即可直接申报。"
 BOUND_OTHER = "您的微信已绑定{village}{head}户。如需改绑到其他户，请联系村干部。"
+AUDIT_ACTOR = "农户（公众号）"
+AUDIT_BIND = "微信用户 {user} 扫描{head}户的户码，绑定到该户"
 BAD_CODE = "这个二维码无效或已作废，请联系村干部重新领取本户的二维码。"
 
 # --- the report dialogue --------------------------------------------------------------------
