@@ -179,6 +179,7 @@ QR_UNAVAILABLE = "暂时无法获取二维码：{reason}"
 QR_NOT_CONFIGURED = "未配置公众号（HUINONG_WECHAT_APPID / HUINONG_WECHAT_SECRET），无法生成户码"
 NOT_A_VILLAGE = "请选择一个村"
 QR_NO_TOKEN = "这户还没有户码编号"
+QR_NO_RENDERER = "本机未安装二维码图片组件（segno），暂时无法打印户码"
 VILLAGE_NOT_FOUND = "没有找到这个村，或它不在您负责的区域内"
 
 # --- audit -------------------------------------------------------------------------------------------

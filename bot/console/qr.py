@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import segno
-
 from handlers.codes import QRUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,6 +37,16 @@ def qr_source(services) -> Callable[[str], str] | None:
     return source
 
 
+def renderer_available() -> bool:
+    try:
+        import segno  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def qr_svg_data_uri(content: str, *, scale: int = 4) -> str:
     """An inline SVG image of ``content`` (prints sharply; needs no network)."""
+    import segno
+
     return segno.make(content, error="m").svg_data_uri(scale=scale, border=2)

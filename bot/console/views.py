@@ -279,11 +279,14 @@ def villages():
 def codes(village_id: int):
     from handlers.codes import household_codes
 
-    from .qr import qr_source, qr_svg_data_uri
+    from .qr import qr_source, qr_svg_data_uri, renderer_available
 
+    source = qr_source(_svc()) if renderer_available() else None
     try:
-        sheet = household_codes(_ctx(), g.actor, village_id, qr_source(_svc()), ip=client_ip())
+        sheet = household_codes(_ctx(), g.actor, village_id, source, ip=client_ip())
     except HandlerError as exc:
         return render_template("console/message.html", title="无法打印户码", message=exc.message,
                                back=url_for("console.villages")), exc.status
+    if not renderer_available():
+        sheet.error = T.QR_NO_RENDERER
     return render_template("console/codes.html", sheet=sheet, qr=qr_svg_data_uri)
