@@ -379,3 +379,30 @@ def test_policy_clauses_for_the_risk_types_and_a_graceful_message_without_index(
     tctx.knowledge = None
     assert "索引" in triage.case_view(tctx, actor(tctx, "chengguan"), case.id).clauses_error
 
+
+
+@pytest.fixture(scope="module")
+def real_kb(tmp_path_factory):
+    """The real knowledge base over the shipped corpus, with the hash embedder (no model)."""
+    from knowledge import KnowledgeBase
+    from knowledge.config import bundled_corpus_dir
+    from knowledge.embedder import HashEmbedder
+
+    return KnowledgeBase.build(bundled_corpus_dir(), tmp_path_factory.mktemp("index") / "index", HashEmbedder(),
+                               progress=False)
+
+
+def test_case_page_quotes_real_clauses_for_its_risk_types(tmp_path, real_kb):
+    engine = make_engine(f"sqlite:///{tmp_path / 'kb.db'}")
+    init_db(engine)
+    ctx = Context(engine=engine, cipher=DataCipher(generate_data_key()), knowledge=real_kb)
+    load_demo(ctx)
+    ill = report(ctx, risks=("illness",))
+    view = triage.case_view(ctx, actor(ctx, "chengguan"), ill.id)
+    assert view.clauses and not view.clauses_error
+    assert any("医疗救助" in c.text or "大病保险" in c.text for c in view.clauses)
+    assert all(c.title and c.section for c in view.clauses)  # cited: document and section path
+    house = report(ctx, head="王大山", risks=("housing",))
+    texts = " ".join(c.text for c in triage.case_view(ctx, actor(ctx, "chengguan"), house.id).clauses)
+    assert "危房改造" in texts or "住房安全" in texts
+    engine.dispose()
