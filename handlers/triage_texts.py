@@ -114,7 +114,11 @@ EVENT_LABELS = {
     "note": "备注",
     "attachment": "补充证据",
     "description": "补充情况说明",
+    "described": "补充情况说明",
     "risk_types": "选择困难类型",
+    "evidence": "补充证据（照片或语音）",
+    "evidence_added": "补充证据（照片）",
+    "callback_requested": "请求村干部回电",
 }
 EVENT_STEP_DONE = "完成“{step}”"
 EVENT_DECIDED = "县级审定：{outcome}"

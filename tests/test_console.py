@@ -530,3 +530,13 @@ def test_outcome_reaches_the_villager_through_the_outbox_worker(tmp_path):
         assert len(tpl) == 1 and tpl[0]["template_id"] == "TPL-OUTCOME" and tpl[0]["touser"] == "o-zhang"
         assert tpl[0]["data"]["ref"]["value"] == second.ref and "纳入监测" in tpl[0]["data"]["status"]["value"]
         svc.engine.dispose()
+
+
+def test_login_attempts_per_ip_are_throttled(env, staff):
+    _app, ctx, pw = env
+    s = staff()
+    for i in range(30):
+        assert s.login(f"nobody{i}", "x").status_code == 401
+    r = s.login("county", pw["county"])  # even the right password: too many tries from this address
+    assert r.status_code == 429 and "太频繁" in r.get_data(as_text=True)
+    assert s.client.get("/console/").status_code == 302
