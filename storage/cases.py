@@ -118,7 +118,7 @@ def open_case_for(
     stmt = select(Case).where(or_(*conds), OPEN)
     if exclude_id is not None:
         stmt = stmt.where(Case.id != exclude_id)
-    return session.exec(stmt.order_by(Case.created_at.desc(), Case.id.desc())).first()
+    return session.exec(stmt.order_by(Case.created_at.desc(), Case.id.desc()).limit(1)).first()
 
 
 def add_event(
