@@ -81,6 +81,9 @@ def _errcode(exc: Exception) -> int | None:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, WeChatClientException):
+        if exc.errcode is None and getattr(exc, "response", None) is not None:
+            # wechatpy raises HTTP errors with errcode and errmsg None: record the status instead.
+            return f"HTTP {exc.response.status_code}"
         return f"{exc.errcode} {exc.errmsg}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
