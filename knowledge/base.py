@@ -14,9 +14,11 @@ embedding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +54,26 @@ __all__ = ["KnowledgeBase", "Hit", "SearchResult", "Answer", "StaleIndexError"]
 log = logging.getLogger(__name__)
 
 _TOKENIZER: Tokenizer | None = None
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Encode a single query on one thread.
+
+    One short query gains nothing from intra-op parallelism, but on a busy 2-core host torch's
+    worker threads wait on each other: measured here under load, p50 fell from 565 ms to 84 ms.
+    The setting is process-wide, so it is restored straight after.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def shared_tokenizer() -> Tokenizer:
@@ -233,7 +255,8 @@ class KnowledgeBase:
         q = self.retriever.analyse(question)
         vector = None
         if method != "bm25":
-            vector = self.embedder.encode_queries([question])[0]
+            with _one_thread():
+                vector = self.embedder.encode_queries([question])[0]
         return q, self.retriever.rank(q, vector, asker_region=region, method=method)
 
     def features(self, q, ranking) -> list[float]:

@@ -139,7 +139,9 @@ class Gazetteer:
         if doc_name == place.name:
             return 0
         if place.level == "county":
-            if county is None and (city == place.city or (city is None and prov == place.province)):
+            if county is None and (
+                (place.city is not None and city == place.city) or (city is None and prov == place.province)
+            ):
                 return 1  # the city or province plan above the county
         elif place.level == "city":
             if county is None and city is None and prov == place.province:

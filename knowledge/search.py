@@ -36,6 +36,8 @@ CONTEXT_WEIGHT = 0.35  # heading-path BM25 relative to passage-text BM25
 EXPANSION_WEIGHT = 0.45  # a glossary term relative to the asker's own word
 LEXICAL_WEIGHT = 0.55  # weighted fusion: share of the lexical score
 RRF_K = 60.0
+# A named place: documents of other provinces rank after it; within, each tier costs this much.
+NAMED_TIER_PENALTY = (0.0, 0.1, 0.3, 0.5)
 # Nudge for the asker's own region (not named in the question), in fused-score units.
 ASKER_REGION_BONUS = (0.06, 0.04, 0.0, -0.04)
 
@@ -177,7 +179,7 @@ class Retriever:
             doc_tier = numpy.array([tier_of_doc[d] for d in self.doc_of], dtype=numpy.int8)
             if named:
                 group = (doc_tier > 1).astype(numpy.int8)
-                fused = fused - 0.02 * doc_tier
+                fused = fused - numpy.array(NAMED_TIER_PENALTY, dtype=numpy.float32)[doc_tier]
             else:
                 bonus = numpy.array(ASKER_REGION_BONUS, dtype=numpy.float32)
                 fused = fused + bonus[doc_tier]
