@@ -307,7 +307,17 @@ class _OutcomeLabels:
         return Outcome.parse(value)
 
 
-def _clauses(ctx: Context, risk_types: list[str]) -> tuple[list[Clause], str]:
+def _hits(kb, terms: list[str], county: str | None, k: int):
+    """Passages for ``terms``, preferring the case's own county and province when the index can."""
+    if county:
+        try:
+            return kb.search(" ".join(terms), region=county, k=k).passages
+        except Exception:  # an index without region preference: fall back to the plain look-up
+            pass
+    return kb.clauses_for(terms, k=k)
+
+
+def _clauses(ctx: Context, risk_types: list[str], county: str | None = None) -> tuple[list[Clause], str]:
     codes = risk_types or ["other"]
     try:
         kb = ctx.kb()
@@ -316,7 +326,7 @@ def _clauses(ctx: Context, risk_types: list[str]) -> tuple[list[Clause], str]:
         seen: set[tuple[str, int]] = set()
         out: list[Clause] = []
         for code in codes:
-            for hit in kb.clauses_for(RISK_TERMS.get(code, [code]), k=2) or []:
+            for hit in _hits(kb, RISK_TERMS.get(code, [code]), county, 2) or []:
                 key = (getattr(hit, "doc", ""), getattr(hit, "start", 0))
                 if key in seen:
                     continue
@@ -428,8 +438,9 @@ def case_view(
             step_owner_hint=_owner_hint(actor, case),
         )
         risk_types = list(case.risk_types)
+        county = next((r.name for r in ancestors(session, village) if r.level == "county"), None) if village else None
     if with_clauses:
-        view.clauses, view.clauses_error = _clauses(ctx, risk_types)
+        view.clauses, view.clauses_error = _clauses(ctx, risk_types, county)
     return view
 
 

@@ -402,6 +402,9 @@ def test_case_page_quotes_real_clauses_for_its_risk_types(tmp_path, real_kb):
     assert view.clauses and not view.clauses_error
     assert any("医疗救助" in c.text or "大病保险" in c.text for c in view.clauses)
     assert all(c.title and c.section for c in view.clauses)  # cited: document and section path
+    # the case's own province first (白河县 is in 陕西省; 城口县 is Chongqing's, 陵川县 Shanxi's)
+    assert not any("城口" in c.title or "陵川" in c.title or "晋城" in c.title for c in view.clauses), \
+        [c.title for c in view.clauses]
     house = report(ctx, head="王大山", risks=("housing",))
     texts = " ".join(c.text for c in triage.case_view(ctx, actor(ctx, "chengguan"), house.id).clauses)
     assert "危房改造" in texts or "住房安全" in texts
