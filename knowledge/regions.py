@@ -99,6 +99,10 @@ class Gazetteer:
             self._alias_map.setdefault(alias, place)
         self._places[place.name] = place
 
+    def aliases(self, place: Place) -> list[str]:
+        """The names a place goes by ("神木市", "神木")."""
+        return _aliases(place.name)
+
     def find(self, text: str) -> list[Place]:
         """Corpus places named in ``text``, longest names first, each once, in text order."""
         found: list[tuple[int, Place]] = []

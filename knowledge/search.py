@@ -36,6 +36,7 @@ CONTEXT_WEIGHT = 0.35  # heading-path BM25 relative to passage-text BM25
 EXPANSION_WEIGHT = 0.45  # a glossary term relative to the asker's own word
 LEXICAL_WEIGHT = 0.55  # weighted fusion: share of the lexical score
 RRF_K = 60.0
+FRONT_PENALTY = 0.1
 # A named place: documents of other provinces rank after it; within, each tier costs this much.
 NAMED_TIER_PENALTY = (0.0, 0.1, 0.3, 0.5)
 # Nudge for the asker's own region (not named in the question), in fused-score units.
@@ -87,12 +88,20 @@ class Retriever:
         if self.n:
             self.faiss.add(data.vectors)
         self.doc_of = [p.doc for p in data.passages]
+        # Issuing notices and signatures are never the answer to a question.
+        self.kind_penalty = numpy.array(
+            [FRONT_PENALTY if p.kind == "front" else 0.0 for p in data.passages], dtype=numpy.float32
+        )
 
     # -- analysis -----------------------------------------------------------------------
 
     def analyse(self, question: str) -> Query:
         norm = self.tokenizer.normalise(question)
-        own = self.tokenizer.tokens(question)
+        places = self.gazetteer.find(norm)
+        # A named place is handled by region preference; as a search word it would only pull
+        # in the passages that repeat the name (titles, issuing notices).
+        place_tokens = {t for pl in places for alias in self.gazetteer.aliases(pl) for t in self.tokenizer.tokens(alias)}
+        own = [t for t in self.tokenizer.tokens(question) if t not in place_tokens]
         terms: dict[str, float] = {}
         for t in own:
             terms[t] = terms.get(t, 0.0) + 1.0
@@ -112,7 +121,7 @@ class Retriever:
             terms=terms,
             own_terms=own,
             expansions=expansions,
-            places=self.gazetteer.find(norm),
+            places=places,
             unknown_places=self.gazetteer.unknown_places(norm),
             stands_for=stands_for,
         )
@@ -163,6 +172,7 @@ class Retriever:
             lo = float(numpy.percentile(dense, 50)) if self.n else 0.0
             dense_norm = numpy.clip((dense - lo) / (hi - lo), 0.0, 1.0) if hi > lo else dense * 0
             fused = LEXICAL_WEIGHT * lexical_norm + (1.0 - LEXICAL_WEIGHT) * dense_norm
+        fused = fused - self.kind_penalty
         place = q.places[0] if q.places else None
         named = place is not None
         if place is None:
