@@ -20,8 +20,7 @@ NOT_FOUND = (
     "您可以换个说法再问，或回复“申报”反映困难，也可以直接联系村干部。"
 )
 PERSONAL = (
-    "政策文件里没有个人的办理记录。查询自己的申报进度请回复“进度”，"
-    "其他个人情况请联系村干部或帮扶责任人。"
+    "政策文件里没有个人的办理记录。查询自己的申报进度请回复“进度”，其他个人情况请联系村干部或帮扶责任人。"
 )
 NO_MORE = "没有更多相关条文了。"
 
@@ -36,7 +35,9 @@ def verified_quote(kb: KnowledgeBase, hit: Hit) -> str:
     assert source[hit.start : hit.end] == hit.text, "passage text is not the source slice"
     if hit.kind == "table_row":
         for s, n in hit.runs:
-            assert hit.start <= s and s + n <= hit.end and source[s : s + n] in hit.display, "table cell not in source"
+            assert hit.start <= s and s + n <= hit.end and source[s : s + n] in hit.display, (
+                "table cell not in source"
+            )
         return hit.display
     assert check_runs(source, hit.runs, hit.start, hit.end, hit.display), "quote is not made of the source"
     return text_of_runs(source, hit.runs)

@@ -50,7 +50,9 @@ _SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 )
-_NAMED_PERSON = re.compile(rf"(?:^|[，,。？?\s])([{_SURNAMES}][\u4e00-\u9fff]{{1,2}})(?:家|的|同志|老人|大爷|大娘|婶|叔)")
+_NAMED_PERSON = re.compile(
+    rf"(?:^|[，,。？?\s])([{_SURNAMES}][\u4e00-\u9fff]{{1,2}})(?:家|的|同志|老人|大爷|大娘|婶|叔)"
+)
 _STATUS = re.compile(
     r"(批|审|办|发|到账|下来|通过|落实|给)(下来)?(了)?(没有|没|吗|没得|了没)[？?]?$|进度|办到哪|帮扶责任人是谁|联系人是谁"
 )
@@ -58,7 +60,9 @@ _STATUS = re.compile(
 # What a question asks for, and what a passage must contain to answer it.
 _WANTS = {
     "money": (
-        re.compile(r"多少钱|补多少|给多少|贴多少|多少元|多少块|金额|标准是多少|能领多少|能拿多少|补助多少|发多少"),
+        re.compile(
+            r"多少钱|补多少|给多少|贴多少|多少元|多少块|金额|标准是多少|能领多少|能拿多少|补助多少|发多少"
+        ),
         re.compile(r"\d[\d.]*\s*(?:万|千|百)?元|元/|万元"),
     ),
     "date": (
@@ -88,7 +92,10 @@ def personal_reason(question: str) -> str | None:
         return "id_or_phone"
     if _NAMED_PERSON.search(question) and _STATUS.search(question):
         return "named_person_status"
-    if re.search(r"(我家|俺家|我的|他家|她家)[^，。？?]{0,12}(批|审|办|到账|下来)(下来)?(了)?(没有|没|吗|了没)", question):
+    if re.search(
+        r"(我家|俺家|我的|他家|她家)[^，。？?]{0,12}(批|审|办|到账|下来)(下来)?(了)?(没有|没|吗|了没)",
+        question,
+    ):
         return "own_case_status"
     return None
 
@@ -134,7 +141,9 @@ def features(
     d_margin = d1 - (sorted(dense_scores)[len(dense_scores) // 2] if dense_scores else 0.0)
     kinds = answer_types(question)
     # The kind of fact asked for must appear in one of the best passages.
-    missing = 1.0 if kinds and not any(all(type_satisfied(k, t) for k in kinds) for t in top_texts[:3]) else 0.0
+    missing = (
+        1.0 if kinds and not any(all(type_satisfied(k, t) for k in kinds) for t in top_texts[:3]) else 0.0
+    )
     # The rarest content word of the question that no top passage contains (e.g. 利率, 疫苗).
     rare_missing = 0.0
     union = set().union(*top_tokens[:3]) if top_tokens else set()
@@ -200,7 +209,6 @@ class Calibration:
         )
 
 
-
 def calibration_path() -> Path:
     """Where the fitted calibrations ship: ``knowledge/data/answerability.json``."""
     return Path(str(resources.files("knowledge") / "data" / "answerability.json"))
@@ -226,7 +234,9 @@ def save_calibrations(calibrations: dict[str, Calibration], path: Path | None = 
     return Path(target)
 
 
-def fit(xs: list[list[float]], ys: list[int], l2: float = 0.3, steps: int = 3000, lr: float = 0.1) -> Calibration:
+def fit(
+    xs: list[list[float]], ys: list[int], l2: float = 0.3, steps: int = 3000, lr: float = 0.1
+) -> Calibration:
     """Fit a standardised, L2-regularised logistic regression by gradient descent."""
     import numpy
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,12 +174,16 @@ class KnowledgeBase:
         self.documents = {d.file: d for d in docs}
         self.gazetteer = Gazetteer(docs)
         self.retriever = Retriever(data, self.tokenizer, expander or Expander(), self.gazetteer)
-        self._token_sets = [set(b) | set(c) for b, c in zip(data.body_tokens, data.context_tokens, strict=True)]
+        self._token_sets = [
+            set(b) | set(c) for b, c in zip(data.body_tokens, data.context_tokens, strict=True)
+        ]
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, index_dir: str | Path, embedder: Embedder, *, corpus_dir: str | Path | None = None) -> KnowledgeBase:
+    def load(
+        cls, index_dir: str | Path, embedder: Embedder, *, corpus_dir: str | Path | None = None
+    ) -> KnowledgeBase:
         """Load a built index.
 
         :raises StaleIndexError: if it is missing or was built by other code, tokenizer, model
@@ -268,7 +271,9 @@ class KnowledgeBase:
             idf=bm.idf,
             top_tokens=[self._token_sets[i] for i in top],
             top_texts=[self.data.passages[i].display for i in top],
-            lexical_strength=float(ranking.lexical[top[0]]) / max(1e-6, bm.max_score(q.terms)) if top else 0.0,
+            lexical_strength=float(ranking.lexical[top[0]]) / max(1e-6, bm.max_score(q.terms))
+            if top
+            else 0.0,
             dense_scores=[float(ranking.dense[i]) for i in ranking.order[:20]],
             question=q.norm,
             stands_for=q.stands_for,
@@ -302,7 +307,9 @@ class KnowledgeBase:
         ok = p >= cal.threshold
         return Decision(ok, p, "ok" if ok else "low_confidence")
 
-    def search(self, question: str, region: str | None = None, k: int = 5, *, method: str = "weighted") -> SearchResult:
+    def search(
+        self, question: str, region: str | None = None, k: int = 5, *, method: str = "weighted"
+    ) -> SearchResult:
         """The ``k`` best passages and whether they answer the question."""
         q, ranking = self.rank(question, region, method=method)
         decision = self.decide(q, ranking, method)
@@ -316,12 +323,16 @@ class KnowledgeBase:
         res = self.search(question, region, k=offset + 6)
         return compose(self, question, res, offset)
 
-    def clauses_for(self, query_terms: list[str], k: int = 3) -> list[Hit]:
-        """Passages most relevant to a case's risk types (for the staff console)."""
-        question = " ".join(t for t in query_terms if t)
-        if not question.strip():
+    def clauses_for(self, query_terms: list[str], k: int = 3, region: str | None = None) -> list[Hit]:
+        """Passages most relevant to a case's risk types (for the staff console).
+
+        ``query_terms`` are words such as the Chinese labels of the case's risk types
+        ("因病", "住房安全"); ``region`` (the household's county, say) prefers its documents.
+        """
+        question = " ".join(t for t in query_terms if t and t.strip())
+        if not question:
             return []
-        return self.search(question, k=k).passages
+        return self.search(question, region, k=k).passages
 
     def status(self) -> dict[str, object]:
         """Index facts for /healthz."""
@@ -337,8 +348,3 @@ class KnowledgeBase:
     def source(self, doc: str) -> str:
         """The original text of document ``doc`` (what offsets refer to)."""
         return self.data.sources[doc]
-
-    def timed_search(self, question: str, region: str | None = None, k: int = 5) -> tuple[SearchResult, float]:
-        started = time.perf_counter()
-        res = self.search(question, region, k)
-        return res, (time.perf_counter() - started) * 1000.0

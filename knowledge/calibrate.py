@@ -70,7 +70,11 @@ def fit_method(kb, rows, method: str) -> tuple[Calibration, str]:
     n = max(1, len(answerable))
     hit1 = sum(1 for _, r in answerable if r == 1) / n
     hit3 = sum(1 for _, r in answerable if r is not None and r <= 3) / n
-    dec_a = sum(1 for row, x, _ in samples if row.get("answerable") and (x is None or model.probability(x) < model.threshold))
+    dec_a = sum(
+        1
+        for row, x, _ in samples
+        if row.get("answerable") and (x is None or model.probability(x) < model.threshold)
+    )
     unans = [(row, x) for row, x, _ in samples if not row.get("answerable")]
     dec_u = sum(1 for _, x in unans if x is None or model.probability(x) < model.threshold)
     weights = ", ".join(f"{name}={w:+.2f}" for name, w in zip(FEATURE_NAMES, model.weights, strict=True))

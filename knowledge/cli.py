@@ -48,7 +48,9 @@ def _open(config: KnowledgeConfig, fake: bool, rebuild: bool = False):
     try:
         if rebuild:
             return KnowledgeBase.build(config.corpus_dir, config.index_dir, embedder, progress=True)
-        return KnowledgeBase.open_or_build(config.corpus_dir, config.index_dir, embedder, progress=True, notify=_err)
+        return KnowledgeBase.open_or_build(
+            config.corpus_dir, config.index_dir, embedder, progress=True, notify=_err
+        )
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -89,7 +91,12 @@ def search(top_k: int, jsonl: bool, question: str | None, fake_embedder: bool) -
         if not question:
             raise click.UsageError("give a QUESTION or use --jsonl")
         res = kb.search(question, k=top_k)
-        click.echo(json.dumps({"answerable": res.answerable, "passages": [h.to_contract() for h in res.passages]}, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {"answerable": res.answerable, "passages": [h.to_contract() for h in res.passages]},
+                ensure_ascii=False,
+            )
+        )
         return
     out = sys.stdout
     for n, line in enumerate(sys.stdin, 1):
@@ -103,7 +110,11 @@ def search(top_k: int, jsonl: bool, question: str | None, fake_embedder: bool) -
             continue
         region = item.get("region") or None
         res = kb.search(text, region if isinstance(region, str) else None, k=top_k)
-        row = {"id": qid, "answerable": bool(res.answerable), "passages": [h.to_contract() for h in res.passages]}
+        row = {
+            "id": qid,
+            "answerable": bool(res.answerable),
+            "passages": [h.to_contract() for h in res.passages],
+        }
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()
 
@@ -129,18 +140,29 @@ def _eval_paths(qa: str | None, unanswerable: str | None) -> tuple[Path, Path]:
     from knowledge.evaluate import default_eval_dir
 
     base = default_eval_dir()
-    return Path(qa) if qa else base / "qa_dev.jsonl", Path(unanswerable) if unanswerable else base / "unanswerable_dev.jsonl"
+    return Path(qa) if qa else base / "qa_dev.jsonl", Path(
+        unanswerable
+    ) if unanswerable else base / "unanswerable_dev.jsonl"
 
 
 @main.command(name="eval")
-@click.option("--qa", "qa_path", default=None, help="Answerable questions (default ../shared/eval/qa_dev.jsonl).")
-@click.option("--unanswerable", "un_path", default=None, help="Unanswerable questions (default ../shared/eval/unanswerable_dev.jsonl).")
+@click.option(
+    "--qa", "qa_path", default=None, help="Answerable questions (default ../shared/eval/qa_dev.jsonl)."
+)
+@click.option(
+    "--unanswerable",
+    "un_path",
+    default=None,
+    help="Unanswerable questions (default ../shared/eval/unanswerable_dev.jsonl).",
+)
 @click.option("--verbose", is_flag=True, help="List the questions each pipeline misses.")
-@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default=None, help="Also report this fusion.")
+@click.option("--no-rrf", is_flag=True, help="Skip the reciprocal-rank-fusion comparison row.")
 @_fake_option
-def eval_command(qa_path: str | None, un_path: str | None, verbose: bool, fusion: str | None, fake_embedder: bool) -> None:
+def eval_command(
+    qa_path: str | None, un_path: str | None, verbose: bool, no_rrf: bool, fake_embedder: bool
+) -> None:
     """hit@1/3/5, MRR, decline rates, passage length and latency for BM25, dense and full."""
-    from knowledge.evaluate import PIPELINES, evaluate, format_report, read_jsonl
+    from knowledge.evaluate import FUSION_ALTERNATIVE, PIPELINES, evaluate, format_report, read_jsonl
 
     qa_file, un_file = _eval_paths(qa_path, un_path)
     for f in (qa_file, un_file):
@@ -148,17 +170,19 @@ def eval_command(qa_path: str | None, un_path: str | None, verbose: bool, fusion
             raise click.ClickException(f"{f} not found; pass --qa and --unanswerable")
     kb = _open(KnowledgeConfig.from_env(), fake_embedder)
     qa, un = read_jsonl(qa_file), read_jsonl(un_file)
-    methods = list(PIPELINES)
-    if fusion == "rrf":
-        methods.append(("rrf", "full, RRF"))
+    methods = list(PIPELINES) if no_rrf else [*PIPELINES, FUSION_ALTERNATIVE]
     reports = evaluate(kb, qa, un, methods)
     click.echo(format_report(reports, len(qa), len(un), verbose))
     m = kb.status()
-    click.echo(f"index: {m['passages']} passages, {m['documents']} documents, model {m['model']}, built {m['built_at']}")
+    click.echo(
+        f"index: {m['passages']} passages, {m['documents']} documents, model {m['model']}, built {m['built_at']}"
+    )
 
 
 @main.command()
-@click.option("--data", "data_path", default=None, help="Labelled questions (default data/calibration.jsonl).")
+@click.option(
+    "--data", "data_path", default=None, help="Labelled questions (default data/calibration.jsonl)."
+)
 @click.option("--out", "out_path", default=None, help="Where to write (default data/answerability.json).")
 @_fake_option
 def calibrate(data_path: str | None, out_path: str | None, fake_embedder: bool) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +136,10 @@ def corpus_hash(docs: list[Document]) -> str:
     digest = hashlib.sha256()
     for d in docs:
         meta = json.dumps(
-            [d.file, d.title, d.issuer, d.doc_no, d.date, d.level, d.region], ensure_ascii=False, sort_keys=True
+            [d.file, d.title, d.issuer, d.doc_no, d.date, d.level, d.region],
+            ensure_ascii=False,
+            sort_keys=True,
         )
         digest.update(meta.encode("utf-8") + b"\0")
         digest.update(hashlib.sha256(d.text.encode("utf-8")).digest())
     return digest.hexdigest()
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a string (for messages and cache names)."""
-    return re.sub(r"[^0-9A-Za-z._-]+", "-", text).strip("-") or "x"

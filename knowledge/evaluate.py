@@ -24,11 +24,17 @@ __all__ = ["passage_hits", "evaluate", "format_report", "default_eval_dir", "rea
 
 _WS = re.compile(r"\s+")
 PIPELINES = (("bm25", "BM25 alone"), ("dense", "dense alone"), ("weighted", "full pipeline"))
+# Reported beside the pipeline so the fusion choice stays measured.
+FUSION_ALTERNATIVE = ("rrf", "full, RRF")
 
 
 def default_eval_dir() -> Path:
-    """``../shared/eval`` relative to the repository holding this package."""
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
+    """``../shared/eval`` relative to the repository holding this package (or to the cwd)."""
+    candidates = [
+        Path(__file__).resolve().parent.parent.parent / "shared" / "eval",
+        Path.cwd().resolve().parent / "shared" / "eval",
+    ]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, object]]:

@@ -125,7 +125,9 @@ def build_index(
         vectors[ids] = embedder.encode_passages([texts[j] for j in ids])
         _progress("embed", min(i + _BATCH, len(texts)), len(texts), progress)
     if vectors.shape != (len(passages), embedder.dimension):
-        raise ValueError(f"embedder returned shape {vectors.shape}, expected ({len(passages)}, {embedder.dimension})")
+        raise ValueError(
+            f"embedder returned shape {vectors.shape}, expected ({len(passages)}, {embedder.dimension})"
+        )
     manifest: dict[str, object] = {
         "format": FORMAT_VERSION,
         "code_version": CODE_VERSION,

@@ -37,7 +37,9 @@ _PAGE_MARK = re.compile(
     r"(?:[-—–]\s*\d{1,3}\s*[-—–]|第\s*\d{1,3}\s*页(?:\s*[,，/]?\s*共\s*\d{1,3}\s*页)?|\d{1,3}\s*/\s*\d{1,3})"
 )
 # Web-page chrome left by "save as text" of a government site.
-_CHROME = re.compile(r"(?:[A-Za-z](?:\s+[A-Za-z]){1,3}|分享[:：]?|打印|关闭|【打印】|【关闭】|字号[:：].*|返回顶部)")
+_CHROME = re.compile(
+    r"(?:[A-Za-z](?:\s+[A-Za-z]){1,3}|分享[:：]?|打印|关闭|【打印】|【关闭】|字号[:：].*|返回顶部)"
+)
 _TITLE_SUFFIX = re.compile(r"(方案|规划|要点|意见|通知|办法|细则|计划)(（[^（）]{0,20}）)?$")
 _OPENERS = "（(《"
 _CLOSERS = "）)》"

@@ -74,7 +74,9 @@ class Ranking:
 class Retriever:
     """Lexical + dense retrieval over one loaded index (build once, query many times)."""
 
-    def __init__(self, data: IndexData, tokenizer: Tokenizer, expander: Expander, gazetteer: Gazetteer) -> None:
+    def __init__(
+        self, data: IndexData, tokenizer: Tokenizer, expander: Expander, gazetteer: Gazetteer
+    ) -> None:
         import faiss
 
         self.data = data
@@ -100,7 +102,9 @@ class Retriever:
         places = self.gazetteer.find(norm)
         # A named place is handled by region preference; as a search word it would only pull
         # in the passages that repeat the name (titles, issuing notices).
-        place_tokens = {t for pl in places for alias in self.gazetteer.aliases(pl) for t in self.tokenizer.tokens(alias)}
+        place_tokens = {
+            t for pl in places for alias in self.gazetteer.aliases(pl) for t in self.tokenizer.tokens(alias)
+        }
         own = [t for t in self.tokenizer.tokens(question) if t not in place_tokens]
         terms: dict[str, float] = {}
         for t in own:
@@ -160,7 +164,11 @@ class Retriever:
         lexical = self.lexical_scores(q)
         top_lex = float(lexical.max()) if self.n else 0.0
         lexical_norm = lexical / top_lex if top_lex > 0 else lexical
-        dense = self.dense_scores(query_vector) if query_vector is not None else numpy.zeros(self.n, numpy.float32)
+        dense = (
+            self.dense_scores(query_vector)
+            if query_vector is not None
+            else numpy.zeros(self.n, numpy.float32)
+        )
         if method == "bm25" or query_vector is None:
             fused = lexical_norm.copy()
         elif method == "dense":

@@ -127,7 +127,11 @@ def _heading_path(frames: list[_Frame], multi_part: bool) -> str:
             if multi_part:
                 parts.append(f.title)
         elif f.title:
-            parts.append(f"{f.label}{f.title}" if f.kind not in ("chapter", "section", "box") else f"{f.label} {f.title}")
+            parts.append(
+                f"{f.label}{f.title}"
+                if f.kind not in ("chapter", "section", "box")
+                else f"{f.label} {f.title}"
+            )
         else:
             parts.append(f.label)
     return " › ".join(parts)
@@ -302,7 +306,9 @@ def segment(doc: str, src: str, blocks: list[Block]) -> list[Passage]:
     for block in blocks:
         if block.table is not None:
             _flush(st)
-            st.out.extend(table_passages(doc, src, block.table, list(st.stack), _section, _heading_path, st.multi_part))
+            st.out.extend(
+                table_passages(doc, src, block.table, list(st.stack), _section, _heading_path, st.multi_part)
+            )
             continue
         span = block.span
         assert span is not None

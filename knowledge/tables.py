@@ -108,7 +108,9 @@ def table_passages(
         indicator = texts[1 + extra] if len(texts) > 1 + extra else ""
         values = texts[2 + extra :]
         names = [_header_name(h) for h in header[2:]]
-        parts = [f"{_header_name(header[1]) if n > 1 else '指标'}：{'—'.join(x for x in (category, indicator) if x)}"]
+        parts = [
+            f"{_header_name(header[1]) if n > 1 else '指标'}：{'—'.join(x for x in (category, indicator) if x)}"
+        ]
         for name, value in zip(names, values, strict=False):
             parts.append(f"{name}：{value or '—'}")
         display = "；".join(parts)

@@ -44,7 +44,9 @@ def test_character_repeated_across_page_break_is_kept_once(tokenizer):
 
 
 def test_word_repeated_across_page_break_is_kept_once(tokenizer):
-    text = "一、要求\n\n1.学习。加强对习近平新时代中国特色社会主义思想\n\n主义思想的学习和理解，切实增强意识。\n"
+    text = (
+        "一、要求\n\n1.学习。加强对习近平新时代中国特色社会主义思想\n\n主义思想的学习和理解，切实增强意识。\n"
+    )
     (p,) = passages_of(text, tokenizer)
     assert "社会主义思想的学习" in p.display
 
@@ -75,10 +77,19 @@ def test_stray_page_markers_and_markdown_are_dropped(tokenizer):
 
 
 def test_full_and_half_width_numbering_are_the_same_label(tokenizer):
-    for line in ("（一）加强组织领导。各镇要落实。", "(一) 加强组织领导。各镇要落实。", "（一） 加强组织领导。各镇要落实。"):
+    for line in (
+        "（一）加强组织领导。各镇要落实。",
+        "(一) 加强组织领导。各镇要落实。",
+        "（一） 加强组织领导。各镇要落实。",
+    ):
         h = match_heading(line)
         assert h is not None and h.label == "（一）" and h.title == "加强组织领导" and h.inline
-    for line in ("1.完善监测方式。完善农户自主申报。", "1、完善监测方式。完善农户自主申报。", "１．完善监测方式。完善农户自主申报。", "1. 完善监测方式。完善农户自主申报。"):
+    for line in (
+        "1.完善监测方式。完善农户自主申报。",
+        "1、完善监测方式。完善农户自主申报。",
+        "１．完善监测方式。完善农户自主申报。",
+        "1. 完善监测方式。完善农户自主申报。",
+    ):
         h = match_heading(line)
         assert h is not None and h.label == "1." and h.level == 5
 
@@ -145,7 +156,10 @@ def test_heading_tree_gives_section_paths(tokenizer):
         "第三章 第一节 （二） 1.",
         "第三章 第二节",
     ]
-    assert ps[2].heading == "第三章 扎实巩固脱贫攻坚成果 › 第一节 巩固成果 › （二）巩固健康帮扶成果 › 1.优化资助参保政策"
+    assert (
+        ps[2].heading
+        == "第三章 扎实巩固脱贫攻坚成果 › 第一节 巩固成果 › （二）巩固健康帮扶成果 › 1.优化资助参保政策"
+    )
 
 
 def test_unnumbered_paragraph_continues_its_numbered_clause(tokenizer):
@@ -156,7 +170,9 @@ def test_unnumbered_paragraph_continues_its_numbered_clause(tokenizer):
 
 
 def test_long_clause_is_split_on_sentences_and_keeps_its_path(tokenizer):
-    sentence = "对脱贫人口中完全丧失劳动能力或部分丧失劳动能力且无法通过产业就业获得稳定收入的人口纳入兜底保障范围。"
+    sentence = (
+        "对脱贫人口中完全丧失劳动能力或部分丧失劳动能力且无法通过产业就业获得稳定收入的人口纳入兜底保障范围。"
+    )
     text = "一、任务\n\n（二）兜底保障。" + sentence * 8 + "\n"
     ps = passages_of(text, tokenizer)
     assert len(ps) > 1

@@ -104,8 +104,15 @@ def test_changed_corpus_is_refused_and_open_or_build_rebuilds(tmp_path, embedder
     (corpus / "a.txt").write_text(
         "一、总体要求\n\n（一）小额信贷。对脱贫人口给予贷款支持，额度原则上5万元以下。\n", "utf-8"
     )
-    entry = {"file": "a.txt", "title": "测试方案", "issuer": "测试县人民政府", "doc_no": None, "date": "2022-01-01",
-             "level": "county", "region": {"province": "陕西省", "city": None, "county": "测试县"}}
+    entry = {
+        "file": "a.txt",
+        "title": "测试方案",
+        "issuer": "测试县人民政府",
+        "doc_no": None,
+        "date": "2022-01-01",
+        "level": "county",
+        "region": {"province": "陕西省", "city": None, "county": "测试县"},
+    }
     (corpus / "manifest.json").write_text(json.dumps({"documents": [entry]}, ensure_ascii=False), "utf-8")
     index_dir = tmp_path / "index"
     kb1 = KnowledgeBase.open_or_build(corpus, index_dir, embedder, progress=False)
@@ -113,7 +120,9 @@ def test_changed_corpus_is_refused_and_open_or_build_rebuilds(tmp_path, embedder
     # Adding a document and its manifest entry is all it takes.
     (corpus / "b.md").write_text("# 二、就业帮扶\n\n1. **稳定就业**。开发公益岗位安置弱劳力。\n", "utf-8")
     entry_b = dict(entry, file="b.md", title="测试就业方案")
-    (corpus / "manifest.json").write_text(json.dumps({"documents": [entry, entry_b]}, ensure_ascii=False), "utf-8")
+    (corpus / "manifest.json").write_text(
+        json.dumps({"documents": [entry, entry_b]}, ensure_ascii=False), "utf-8"
+    )
     with pytest.raises(StaleIndexError, match="corpus changed"):
         KnowledgeBase.load(index_dir, embedder, corpus_dir=corpus)
     notes = []
@@ -135,7 +144,13 @@ def test_docx_documents_are_read(tmp_path, embedder):
     xml = f'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>'
     with zipfile.ZipFile(corpus / "c.docx", "w") as zf:
         zf.writestr("word/document.xml", xml)
-    entry = {"file": "c.docx", "title": "供水方案", "issuer": "某县", "date": "2022", "region": {"province": "陕西省"}}
+    entry = {
+        "file": "c.docx",
+        "title": "供水方案",
+        "issuer": "某县",
+        "date": "2022",
+        "region": {"province": "陕西省"},
+    }
     (corpus / "manifest.json").write_text(json.dumps({"documents": [entry]}, ensure_ascii=False), "utf-8")
     kb = KnowledgeBase.build(corpus, tmp_path / "index", embedder, progress=False)
     hit = kb.search("停水了怎么办", k=1).passages[0]
@@ -260,7 +275,11 @@ def test_clauses_for_risk_types(kb):
 
 def test_config_reads_the_project_variables(tmp_path):
     cfg = KnowledgeConfig.from_env(
-        {"HUINONG_CORPUS_DIR": str(tmp_path), "HUINONG_INSTANCE_DIR": str(tmp_path / "inst"), "HUINONG_EMBEDDING_MODEL": ""}
+        {
+            "HUINONG_CORPUS_DIR": str(tmp_path),
+            "HUINONG_INSTANCE_DIR": str(tmp_path / "inst"),
+            "HUINONG_EMBEDDING_MODEL": "",
+        }
     )
     assert cfg.corpus_dir == tmp_path and cfg.index_dir == tmp_path / "inst" / "index"
     assert cfg.embedding_model is None and cfg.model_cache_dir == tmp_path / "inst" / "models"
@@ -277,7 +296,12 @@ def test_batch_contract_cli(tmp_path):
     stdin = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n"
     proc = subprocess.run(
         [sys.executable, "-m", "knowledge", "search", "--top-k", "5", "--jsonl", "--fake-embedder"],
-        input=stdin, capture_output=True, text=True, env=env, timeout=300, check=True,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [r["id"] for r in rows] == ["a", "b"]
@@ -288,3 +312,71 @@ def test_batch_contract_cli(tmp_path):
         original = (bundled_corpus_dir() / p["doc"]).read_text("utf-8")
         assert original[p["start"] : p["end"]] == p["text"]
     assert "ingest" in proc.stderr  # the index was built first, progress on stderr
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def test_scoring_rule_ignores_whitespace_and_tolerates_repairs():
+    item = {
+        "doc": "a.txt",
+        "gold": "迁群众就业不少于当年或当期新增岗位的 10%",
+        "alt_gold": [{"doc": "b.txt", "gold": "就近就业"}],
+    }
+    assert passage_hits("a.txt", "吸纳搬\n\n迁群众就业不少于当年或当期新增岗位的10%。", item)
+    assert not passage_hits("c.txt", "迁群众就业不少于当年或当期新增岗位的10%", item)
+    assert passage_hits("b.txt", "支持就近\n就业", item)
+    # A page-break repair may change a character or two: a common run of 80 % still counts.
+    long_gold = {
+        "doc": "a.txt",
+        "gold": "对特困人员全额资助，对低保对象定额资助，对返贫致贫人口过渡期内定额资助",
+    }
+    assert passage_hits(
+        "a.txt", "对特困人员全额资助，对低保对象定额资助，对返贫致贫人口过渡期内定额资", long_gold
+    )
+    assert not passage_hits("a.txt", "对特困人员全额资助", long_gold)
+
+
+def test_eval_command_reports_every_pipeline(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    un = tmp_path / "un.jsonl"
+    qa.write_text(
+        json.dumps(
+            {
+                "id": "q1",
+                "question": "陵川县对易返贫致贫人口的排查核查频次有什么要求？",
+                "doc": LINGCHUAN,
+                "gold": "乡村两级每月组织一次排查核查",
+            },
+            ensure_ascii=False,
+        )
+        + "\n",
+        "utf-8",
+    )
+    un.write_text(
+        json.dumps({"id": "u1", "question": "王桂兰家的低保批下来没有？"}, ensure_ascii=False) + "\n", "utf-8"
+    )
+    env = dict(
+        os.environ, HUINONG_INSTANCE_DIR=str(tmp_path / "inst"), HUINONG_CORPUS_DIR=str(bundled_corpus_dir())
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "knowledge",
+            "eval",
+            "--qa",
+            str(qa),
+            "--unanswerable",
+            str(un),
+            "--fake-embedder",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    for label in ("BM25 alone", "dense alone", "full pipeline", "full, RRF"):
+        assert label in proc.stdout
+    assert "hit@1" in proc.stdout and "p95ms" in proc.stdout
