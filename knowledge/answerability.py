@@ -54,7 +54,13 @@ _NAMED_PERSON = re.compile(
     rf"(?:^|[，,。？?\s])([{_SURNAMES}][\u4e00-\u9fff]{{1,2}})(?:家|的|同志|老人|大爷|大娘|婶|叔)"
 )
 _STATUS = re.compile(
-    r"(批|审|办|发|到账|下来|通过|落实|给)(下来)?(了)?(没有|没|吗|没得|了没)[？?]?$|进度|办到哪|帮扶责任人是谁|联系人是谁"
+    r"(批|审|办|发|到账|下来|通过|落实|给|到)(下来|好|完)?(了)?(没有|没|吗|没得|了没)[？?]?$|进度|办到哪|帮扶责任人是谁|联系人是谁"
+)
+
+# "我家的低保批下来没有", "俺家的补助到账了吗": the state of one's own case, not a policy.
+_OWN_CASE = re.compile(
+    r"(?:我家|俺家|我的|他家|她家)[^，。？?]{0,12}"
+    r"(?:(?:批|审|办|发)(?:下来|好|完)?了?(?:没有|没)|(?:批|审|办|发)(?:下来|好|完)了吗|到账了?(?:吗|没有|没))"
 )
 
 # What a question asks for, and what a passage must contain to answer it.
@@ -92,10 +98,7 @@ def personal_reason(question: str) -> str | None:
         return "id_or_phone"
     if _NAMED_PERSON.search(question) and _STATUS.search(question):
         return "named_person_status"
-    if re.search(
-        r"(我家|俺家|我的|他家|她家)[^，。？?]{0,12}(批|审|办|到账|下来)(下来)?(了)?(没有|没|吗|了没)",
-        question,
-    ):
+    if _OWN_CASE.search(question):
         return "own_case_status"
     return None
 

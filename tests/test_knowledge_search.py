@@ -380,3 +380,22 @@ def test_eval_command_reports_every_pipeline(tmp_path):
     for label in ("BM25 alone", "dense alone", "full pipeline", "full, RRF"):
         assert label in proc.stdout
     assert "hit@1" in proc.stdout and "p95ms" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("question", "personal"),
+    [
+        ("我家的低保批下来没有？", True),
+        ("俺家的补助到账了吗", True),
+        ("张秀英家的医疗救助办好了没有？", True),
+        ("电话13912345678这户的帮扶干部是谁？", True),
+        ("我家房子能办危改吗？", False),
+        ("我家能办低保不？", False),
+        ("白河县的危房改造补助发放有啥要求？", False),
+        ("村里王主任说的政策对吗", False),
+    ],
+)
+def test_personal_record_questions_are_told_from_policy_questions(question, personal):
+    from knowledge.answerability import personal_reason
+
+    assert (personal_reason(question) is not None) is personal
