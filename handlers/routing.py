@@ -88,14 +88,14 @@ class Inbound:
     def dedupe_key(self) -> str:
         """Unique per sender (the ``source`` column holds FromUserName)."""
         if self.msg_type != "event" and self.msg_id:
-            return f"msg:{self.msg_id}"
+            return _bounded(f"msg:{self.msg_id}")
         if self.msg_type != "event":  # no MsgId: fall back to time, type and content
             digest = hashlib.sha1(f"{self.content}|{self.media_id}".encode()).hexdigest()[:16]
-            return f"msg:{self.create_time}:{self.msg_type}:{digest}"
+            return _bounded(f"msg:{self.create_time}:{self.msg_type}:{digest}")
         key = f"evt:{self.create_time}:{self.event}:{self.event_key}"
         if len(key) > 200:
             key = f"evt:{self.create_time}:{self.event}:#" + hashlib.sha1(self.event_key.encode()).hexdigest()
-        return key
+        return _bounded(key)
 
     @property
     def inbound_key(self) -> str:
@@ -104,6 +104,14 @@ class Inbound:
             return f"wechat:{self.openid}:{self.msg_id}"
         key = f"wechat:{self.openid}:{self.dedupe_key}"
         return key if len(key) <= 160 else f"wechat:{self.openid}:#" + hashlib.sha1(key.encode()).hexdigest()
+
+
+def _bounded(key: str, limit: int = 200) -> str:
+    """The key within its column: a MsgId, MsgType or Event too long for it (only a sender with the
+    token can sign one) is hashed rather than overflowing the column (PostgreSQL refuses it)."""
+    if len(key) <= limit:
+        return key
+    return key[:4] + "#" + hashlib.sha1(key.encode()).hexdigest()
 
 
 @dataclass

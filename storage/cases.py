@@ -178,7 +178,9 @@ def claim_inbound(session: Session, *, source: str, dedupe_key: str, msg_type: s
     """Record an inbound message; ``(row, True)`` the first time, ``(existing_row, False)`` on a retry."""
     try:
         with session.begin_nested():
-            row = InboundMessage(source=source, dedupe_key=dedupe_key, msg_type=msg_type)
+            # msg_type is only a record; WeChat's longer events (event:user_authorization_cancellation)
+            # must not overflow the column (PostgreSQL refuses what SQLite would store).
+            row = InboundMessage(source=source, dedupe_key=dedupe_key, msg_type=msg_type[:32])
             session.add(row)
             session.flush()
         return row, True

@@ -107,7 +107,7 @@ class Codec:
 
     def _check_time(self, args: Mapping[str, str], now: float | None) -> str:
         timestamp = args.get("timestamp", "")
-        if not timestamp.isdigit() or not args.get("nonce"):
+        if not (timestamp.isascii() and timestamp.isdigit()) or not args.get("nonce"):  # "²³".isdigit() too
             raise Refused(403, "missing timestamp or nonce")
         now = time.time() if now is None else now
         if abs(now - int(timestamp)) > self.window:
@@ -175,17 +175,24 @@ class Codec:
 def _parse(raw: bytes) -> dict:
     try:
         root = SafeET.fromstring(raw, forbid_dtd=True)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:  # LookupError: unknown encoding
         raise Refused(400, f"unreadable XML: {type(exc).__name__}") from None
     if root.tag != "xml":
         raise Refused(400, f"root element <{root.tag}>, not <xml>")
     return _fields(root)
 
 
-def _fields(elem: Element) -> dict:
+#: WeChat's XML is flat (an event's ScanCodeInfo or SendPicsInfo nests two levels): anything much
+#: deeper is refused as unreadable instead of recursing (a deeply nested body was a 500).
+MAX_DEPTH = 8
+
+
+def _fields(elem: Element, depth: int = 0) -> dict:
+    if depth >= MAX_DEPTH:
+        raise Refused(400, f"XML nested deeper than {MAX_DEPTH} levels")
     out: dict = {}
     for child in elem:
-        out.setdefault(child.tag, _fields(child) if len(child) else (child.text or "").strip())
+        out.setdefault(child.tag, _fields(child, depth + 1) if len(child) else (child.text or "").strip())
     return out
 
 
