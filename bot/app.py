@@ -50,13 +50,16 @@ def create_app(overrides: Mapping[str, Any] | None = None, *, services: Services
                 conn.execute(text("SELECT 1"))
             status["database"] = {"ok": True, "backend": services.engine.dialect.name}
         except Exception as exc:  # report, don't crash: this is the health check
+            # Anyone the proxy lets through may read this: status words here, the details in the log.
+            logging.getLogger(__name__).warning("health check: database unavailable: %s", exc)
             status["ok"] = False
-            status["database"] = {"ok": False, "error": type(exc).__name__}
+            status["database"] = {"ok": False, "error": "unavailable (see the service log)"}
         try:
             status["index"] = {"ok": True, **services.knowledge().status()}
         except Exception as exc:
+            logging.getLogger(__name__).warning("health check: search index unavailable: %s", exc)
             status["ok"] = False
-            status["index"] = {"ok": False, "error": str(exc)[:200]}
+            status["index"] = {"ok": False, "error": "unavailable: is it built (`huinong build-index`)? Details in the log"}
         return jsonify(status), 200 if status["ok"] else 503
 
     import importlib
