@@ -309,7 +309,8 @@ def check_photos(
         if len(p.data) > max_bytes:
             raise PayloadTooLarge(T.PHOTO_TOO_LARGE.format(mb=_mb(max_bytes)), field=field)
         if not p.data:
-            raise ValidationError(T.PHOTO_EMPTY, field=field, code="empty")
+            # An empty file is not an image: the documented 415, with its own message.
+            raise UnsupportedMediaType(T.PHOTO_EMPTY, field=field, code="empty")
         kind = sniff_image(p.data)
         if kind is None:
             raise UnsupportedMediaType(T.PHOTO_NOT_IMAGE, field=field)

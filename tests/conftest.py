@@ -15,6 +15,15 @@ import uuid
 
 import pytest
 
+try:  # CI runs the property-based tests reproducibly; locally every run explores new examples.
+    from hypothesis import settings as _hyp
+
+    _hyp.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI", "").lower() == "true":
+        _hyp.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is a dev dependency
+    pass
+
 PG_ADMIN_URL = os.environ.get("HUINONG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

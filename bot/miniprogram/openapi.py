@@ -20,6 +20,8 @@ PREFIX = "/api/v1"
 #: Free text: any characters except the C0 controls other than tab, newline and carriage return
 #: (PostgreSQL refuses NUL, and nobody types the others).
 TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$"
+#: Free text with at least one visible character (a blank value counts as missing).
+VISIBLE_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*[^\\s\\u0000-\\u001f][^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$"
 IDEMPOTENCY_KEY_PATTERN = f"^[A-Za-z0-9._:-]{{1,{IDEMPOTENCY_KEY_MAX}}}$"
 REF_PATTERN = "^[A-Za-z]{2}[0-9]{8}-[0-9]{4,8}$"
 
@@ -27,7 +29,8 @@ RISK_VALUES = [r.value for r in RiskType] + [r.label for r in RiskType]
 
 
 def _text(max_len: int, min_len: int = 0, **extra: Any) -> dict:
-    schema = {"type": "string", "maxLength": max_len, "pattern": TEXT_PATTERN, **extra}
+    pattern = VISIBLE_PATTERN if min_len else TEXT_PATTERN
+    schema = {"type": "string", "maxLength": max_len, "pattern": pattern, **extra}
     if min_len:
         schema["minLength"] = min_len
     return schema

@@ -61,7 +61,8 @@ def check(value: Any, schema: dict, field: str = "") -> Any:
     if "enum" in schema and value not in schema["enum"]:
         _fail(T.FIELD_CHOICE.format(field=field), field, "choice")
     if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
+        # A blank value where one visible character is required counts as missing.
+        if "minLength" in schema and (len(value) < schema["minLength"] or (schema["minLength"] == 1 and not value.strip())):
             code = "required" if schema["minLength"] == 1 else "too_short"
             _fail(T.FIELD_TOO_SHORT.format(field=field, n=schema["minLength"]), field, code)
         if "maxLength" in schema and len(value) > schema["maxLength"]:
