@@ -24,11 +24,14 @@ setup: $(STAMP)
 run: setup
 	HUINONG_COOKIE_SECURE=false $(BIN)/huinong serve --host $(HOST) --port $(PORT)
 
-# Debian's Chromium for the console's browser tests (needs root, as on CI).
+# Debian's Chromium for the console's browser tests, and a CJK font so its screenshots show
+# Chinese instead of empty boxes (needs root, as on CI).
+BROWSER_PKGS := chromium fonts-wqy-microhei
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is not installed: run 'sudo apt-get install chromium' (browser tests will fail)"; fi; }
+	@missing=""; for p in $(BROWSER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing: run 'sudo apt-get install$$missing' (browser tests will fail)"; fi; fi
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
