@@ -36,6 +36,7 @@ from knowledge.index import (
     IndexData,
     StaleIndexError,
     build_index,
+    build_lock,
     load_index,
     read_manifest,
     save_index,
@@ -214,19 +215,35 @@ class KnowledgeBase:
         progress: bool = True,
         notify: Callable[[str], None] | None = None,
     ) -> KnowledgeBase:
-        """Load the index, building it first when it is missing or stale."""
+        """Load the index, building it first when it is missing or stale.
+
+        Several processes starting together build it once: the build holds a lock file next
+        to the index, and a process that waited for the lock finds a fresh index and loads it.
+        """
         tokenizer = shared_tokenizer()
         docs = load_corpus(corpus_dir)
-        why = staleness(read_manifest(index_dir), embedder, tokenizer, corpus_hash(docs))
-        if why is None:
+        current = corpus_hash(docs)
+
+        def try_load() -> tuple[KnowledgeBase | None, str | None]:
+            why = staleness(read_manifest(index_dir), embedder, tokenizer, current)
+            if why is not None:
+                return None, why
             try:
-                return cls(load_index(index_dir, embedder, tokenizer), embedder, tokenizer=tokenizer)
+                return cls(load_index(index_dir, embedder, tokenizer), embedder, tokenizer=tokenizer), None
             except StaleIndexError as exc:
-                why = str(exc)
-        if notify:
-            notify(f"building the index in {index_dir}: {why}")
-        data = build_index(docs, embedder, tokenizer, progress=progress, log=log.info)
-        save_index(data, index_dir)
+                return None, str(exc)
+
+        kb, why = try_load()
+        if kb is not None:
+            return kb
+        with build_lock(index_dir):
+            kb, why = try_load()
+            if kb is not None:
+                return kb
+            if notify:
+                notify(f"building the index in {index_dir}: {why}")
+            data = build_index(docs, embedder, tokenizer, progress=progress, log=log.info)
+            save_index(data, index_dir)
         return cls(data, embedder, tokenizer=tokenizer)
 
     # -- queries ------------------------------------------------------------------------

@@ -15,12 +15,14 @@ A build writes into a temporary folder and swaps it in, so readers never see hal
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,11 +184,27 @@ def save_index(data: IndexData, index_dir: str | Path) -> None:
     # The manifest goes last: a folder without one is never taken for an index.
     (tmp / "manifest.json").write_text(json.dumps(data.manifest, ensure_ascii=False, indent=2), "utf-8")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
+    with contextlib.suppress(FileNotFoundError):
         target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:
+        # Another process put a fresh index there in the meantime; keep theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: str | Path) -> Iterator[None]:
+    """An exclusive lock (a lock file beside the index) held while one process builds."""
+    target = Path(index_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, object] | None:

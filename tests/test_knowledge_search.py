@@ -399,3 +399,24 @@ def test_personal_record_questions_are_told_from_policy_questions(question, pers
     from knowledge.answerability import personal_reason
 
     assert (personal_reason(question) is not None) is personal
+
+
+def test_processes_starting_together_build_once(tmp_path, embedder):
+    import threading
+
+    index_dir = tmp_path / "index"
+    notes: list[str] = []
+    results: list[KnowledgeBase] = []
+
+    def start() -> None:
+        kb = KnowledgeBase.open_or_build(bundled_corpus_dir(), index_dir, embedder, progress=False, notify=notes.append)
+        results.append(kb)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and len(notes) == 1
+    assert results[0].status() == results[1].status()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".index.tmp") or p.name.startswith(".index.old")]
