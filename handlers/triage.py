@@ -996,8 +996,12 @@ def notify_township(session, case: Case) -> int:
 # --- evidence files ---------------------------------------------------------------------------
 
 
-def attachment_file(ctx: Context, actor: Actor, attachment_id: int, *, ip: str = "") -> tuple[Path, str, str]:
-    """(path, content type, download name) of a stored evidence file the actor may see; audited."""
+def attachment_file(ctx: Context, actor: Actor, attachment_id: int, *, ip: str = "",
+                    root: Path | None = None) -> tuple[Path, str, str]:
+    """(path, content type, download name) of a stored evidence file the actor may see; audited.
+
+    A relative path (the mini-program stores ``uploads/<case>/<sha256>.<ext>``) is relative to ``root``,
+    the instance folder."""
     from storage.models import Attachment
 
     with session_scope(ctx.engine) as session:
@@ -1006,6 +1010,8 @@ def attachment_file(ctx: Context, actor: Actor, attachment_id: int, *, ip: str =
         if att is None or case is None or not att.path:
             raise NotFound(T.FILE_NOT_FOUND)
         path = Path(att.path)
+        if not path.is_absolute() and root is not None:
+            path = root / path
         if not path.is_file():
             raise NotFound(T.FILE_NOT_FOUND)
         audit(session, action="view_file", actor_id=actor.id, actor_name=actor.username, target=case.ref,

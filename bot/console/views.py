@@ -239,7 +239,8 @@ def act(case_id: int):
 @login_required
 def attachment(attachment_id: int):
     try:
-        path, content_type, name = triage_uc.attachment_file(_ctx(), g.actor, attachment_id, ip=client_ip())
+        path, content_type, name = triage_uc.attachment_file(_ctx(), g.actor, attachment_id, ip=client_ip(),
+                                                             root=_svc().settings.instance_path)
     except HandlerError as exc:
         return render_template("console/message.html", title="无法查看", message=exc.message,
                                back=url_for("console.queue")), exc.status
