@@ -23,6 +23,9 @@ PERSONAL = (
     "政策文件里没有个人的办理记录。查询自己的申报进度请回复“进度”，其他个人情况请联系村干部或帮扶责任人。"
 )
 NO_MORE = "没有更多相关条文了。"
+# "更多" pages through at most this many passages, and only while they stay close to the best.
+MAX_PASSAGES = 6
+RELEVANT_FRACTION = 0.6
 
 
 def verified_quote(kb: KnowledgeBase, hit: Hit) -> str:
@@ -80,7 +83,13 @@ def compose(kb: KnowledgeBase, question: str, res: SearchResult, offset: int = 0
     if not res.answerable:
         text = PERSONAL if res.reason == "personal" else NOT_FOUND
         return Answer(text=text, answerable=False, passages=[], next_offset=None)
-    hits = res.passages[offset:]
+    best = res.passages[0].score if res.passages else 0.0
+    relevant = []
+    for h in res.passages[:MAX_PASSAGES]:
+        if best > 0 and h.score < RELEVANT_FRACTION * best:
+            break
+        relevant.append(h)
+    hits = relevant[offset:]
     if not hits:
         return Answer(text=NO_MORE, answerable=True, passages=[], next_offset=None)
     first = hits[0]
@@ -96,13 +105,13 @@ def compose(kb: KnowledgeBase, question: str, res: SearchResult, offset: int = 0
             body += extra
             used.append(second)
             nxt = offset + 2
-    has_more = len(res.passages) > nxt
+    has_more = len(relevant) > nxt
     tail = f"\n\n{MORE_HINT}" if has_more else ""
     if not _fits(body + tail):
         budget = REPLY_LIMIT_BYTES - len((header + "\n“”" + tail).encode("utf-8"))
         body = f"{header}\n“{_trim_to(quote, budget)}”"
         used, nxt = [first], offset + 1
-        has_more = len(res.passages) > nxt
+        has_more = len(relevant) > nxt
         tail = f"\n\n{MORE_HINT}" if has_more else ""
     text = body + tail
     assert _fits(text)

@@ -337,7 +337,7 @@ class KnowledgeBase:
         """A WeChat-ready reply quoting the best passage (``offset`` pages through "更多")."""
         from knowledge.answer import compose
 
-        res = self.search(question, region, k=offset + 6)
+        res = self.search(question, region, k=max(offset + 2, 6))
         return compose(self, question, res, offset)
 
     def clauses_for(self, query_terms: list[str], k: int = 3, region: str | None = None) -> list[Hit]:

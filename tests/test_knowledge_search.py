@@ -409,7 +409,9 @@ def test_processes_starting_together_build_once(tmp_path, embedder):
     results: list[KnowledgeBase] = []
 
     def start() -> None:
-        kb = KnowledgeBase.open_or_build(bundled_corpus_dir(), index_dir, embedder, progress=False, notify=notes.append)
+        kb = KnowledgeBase.open_or_build(
+            bundled_corpus_dir(), index_dir, embedder, progress=False, notify=notes.append
+        )
         results.append(kb)
 
     threads = [threading.Thread(target=start) for _ in range(2)]
@@ -419,4 +421,17 @@ def test_processes_starting_together_build_once(tmp_path, embedder):
         t.join()
     assert len(results) == 2 and len(notes) == 1
     assert results[0].status() == results[1].status()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".index.tmp") or p.name.startswith(".index.old")]
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".index.tmp") or p.name.startswith(".index.old")
+    ]
+
+
+def test_more_stops_when_passages_stop_being_relevant(kb):
+    question = "扶贫小额信贷的额度是多少？"
+    offset, seen = 0, 0
+    while offset is not None and seen < 10:
+        ans = kb.answer(question, offset=offset)
+        seen += 1
+        offset = ans.next_offset
+    assert offset is None and seen < 10
+    assert kb.answer(question, offset=40).text == "没有更多相关条文了。"
