@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = ["KnowledgeBase", "Hit", "SearchResult", "Answer", "StaleIndexError"]
 log = logging.getLogger(__name__)
 
 _TOKENIZER: Tokenizer | None = None
+QUERY_CACHE_SIZE = 1024
 
 
 @contextlib.contextmanager
@@ -175,6 +177,8 @@ class KnowledgeBase:
         self.documents = {d.file: d for d in docs}
         self.gazetteer = Gazetteer(docs)
         self.retriever = Retriever(data, self.tokenizer, expander or Expander(), self.gazetteer)
+        self._vectors: dict[str, object] = {}
+        self._vectors_lock = threading.Lock()
         self._token_sets = [
             set(b) | set(c) for b, c in zip(data.body_tokens, data.context_tokens, strict=True)
         ]
@@ -270,13 +274,29 @@ class KnowledgeBase:
             index=i,
         )
 
+    def _query_vector(self, question: str):
+        """The question's embedding; recent questions are cached ("更多" asks again)."""
+        vector = self._vectors.get(question)
+        if vector is None:
+            with _one_thread():
+                vector = self.embedder.encode_queries([question])[0]
+            with self._vectors_lock:
+                if len(self._vectors) >= QUERY_CACHE_SIZE:
+                    self._vectors.pop(next(iter(self._vectors)))
+                self._vectors[question] = vector
+        return vector
+
+    def clear_cache(self) -> None:
+        """Forget cached query embeddings (the evaluation measures cold questions)."""
+        with self._vectors_lock:
+            self._vectors.clear()
+
     def rank(self, question: str, region: str | None = None, *, method: str = "weighted"):
         """Analyse and rank (no answerability decision); returns ``(query, ranking)``."""
         q = self.retriever.analyse(question)
         vector = None
         if method != "bm25":
-            with _one_thread():
-                vector = self.embedder.encode_queries([question])[0]
+            vector = self._query_vector(question)
         return q, self.retriever.rank(q, vector, asker_region=region, method=method)
 
     def features(self, q, ranking) -> list[float]:

@@ -116,6 +116,7 @@ def evaluate_pipeline(
     lengths: list[int] = []
     latencies: list[float] = []
     misses: list[str] = []
+    kb.clear_cache()
     for item in qa:
         t0 = time.perf_counter()
         res = kb.search(str(item["question"]), item.get("region"), k=k, method=method)  # type: ignore[arg-type]
