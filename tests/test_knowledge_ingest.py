@@ -51,7 +51,7 @@ def test_word_repeated_across_page_break_is_kept_once(tokenizer):
     assert "社会主义思想的学习" in p.display
 
 
-def test_real_word_boundary_is_not_deduplicated(tokenizer):
+def test_real_word_pair_at_a_page_break_is_left_alone(tokenizer):
     # "支持" + "持续" is ordinary text, not a doubled character.
     text2 = "一、要求\n\n1.产业。县里将继续对重点产业给予大力支持\n\n持续推进项目建设，确保各项工作落实。\n"
     (p2,) = passages_of(text2, tokenizer)
