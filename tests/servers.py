@@ -253,13 +253,14 @@ class ServerProcess:
 
 
 def serve(settings, *, workers: int = 2, threads: int = 4, name: str = "serve", timeout: float = 90.0,
-          **env: Any) -> ServerProcess:
-    """``huinong serve`` on a free port for ``settings``; started and answering."""
+          ready_path: str = "/healthz", **env: Any) -> ServerProcess:
+    """``huinong serve`` on a free port for ``settings``; started and answering ``ready_path``
+    (``/healthz`` loads the index in the worker that answers it)."""
     port = free_port()
     proc = ServerProcess(
         [HUINONG, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--threads", str(threads)],
-        env_for(settings, **env), port=port, name=name,
+        env_for(settings, **env), port=port, name=name, ready_path=ready_path,
     )
     proc.start(timeout)
     proc.wait_workers(workers, timeout)
@@ -351,8 +352,9 @@ class Deployment:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def serve(self, *, workers: int = 2, threads: int = 4, name: str = "serve", **env: Any) -> ServerProcess:
-        proc = serve(self.settings, workers=workers, threads=threads, name=name, **env)
+    def serve(self, *, workers: int = 2, threads: int = 4, name: str = "serve", ready_path: str = "/healthz",
+              **env: Any) -> ServerProcess:
+        proc = serve(self.settings, workers=workers, threads=threads, name=name, ready_path=ready_path, **env)
         self.processes.append(proc)
         return proc
 
@@ -372,8 +374,9 @@ class Deployment:
 
     # --- villagers ---------------------------------------------------------------------------
 
-    def user(self, openid: str, target: ServerProcess | HttpClient):
-        """A villager's WeChat talking to ``target`` (a server process or a client of one)."""
+    def user(self, openid: str, target: ServerProcess | HttpClient | None):
+        """A villager's WeChat talking to ``target`` (a server process or a client of one; None: only
+        building requests)."""
         from tests.wechat_user import WeChatUser
 
         client = target.client() if isinstance(target, ServerProcess) else target

@@ -339,3 +339,73 @@ def _outage(d, api) -> None:
     assert all(p.alive for p in workers), d.dump()
     print(f"outage: errors recorded {dict(first_errors)}, then {len(timeouts)} timeouts; "
           f"{total} messages delivered once each, attempts {Counter(r.attempts for r in rows)}")
+
+
+# --- a first copy that died after recording the message ------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_copy_that_died_after_recording_is_taken_over_once(tmp_path, pg_url, redis_url_for):
+    """The first copy recorded the message and died (its process was killed) before filing the case.
+    WeChat's retries land on two servers: one within the lease is told "success"; once the lease
+    (``routing.LEASE_SECONDS``) is over, two racing retries take it over exactly once, the case is
+    filed once and its acknowledgement goes out through the outbox, delivered once by the worker."""
+    from handlers import routing
+    from storage.models import InboundMessage
+
+    with FakeWeChatAPI() as api:
+        d = Deployment(tmp_path, pg_url, api=api, redis_url=redis_url_for(pg_url))
+        try:
+            a = d.serve(workers=1, threads=4, name="serve-a")
+            b = d.serve(workers=1, threads=4, name="serve-b")
+            [openid] = d.bound_openids(1, prefix="o-died")
+            villager = d.user(openid, a)
+            xml = villager.xml(villager.fields("event", Event="CLICK", EventKey="REPORT"))
+            # The first copy, up to the moment its process died: verified, decrypted, recorded.
+            opened = d.services.extras["wechat"].codec.open(*villager.request(xml))
+            receipt = routing.receive(d.ctx, opened.inbound)
+            assert receipt.created and not d.cases()
+
+            villager.last = xml
+            assert villager.resend().is_success  # within the lease: waits, then "success"
+            assert not d.cases()
+
+            def age(seconds: int) -> None:  # the lease runs out (instead of waiting for it)
+                import datetime as dt
+
+                with session_scope(d.services.engine) as s:
+                    s.execute(update(InboundMessage).where(InboundMessage.id == receipt.inbound_id).values(
+                        received_at=utcnow() - dt.timedelta(seconds=seconds)))
+
+            age(routing.LEASE_SECONDS + 1)
+            retries = [d.user(openid, target) for target in (a, b)]
+            for r in retries:
+                r.last = xml
+            start = threading.Barrier(2)
+            got: list = []
+
+            def send(r) -> None:
+                start.wait()
+                got.append(r.resend())
+
+            threads = [threading.Thread(target=send, args=(r,)) for r in retries]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert all(g.status == 200 for g in got), [g.body for g in got]
+            [case] = d.cases()
+            acks = [row for row in d.outbox() if row.kind == "text" and case.ref in row.payload["content"]]
+            assert len(acks) == 1, d.outbox()
+            assert all(g.is_success or _ref(g) == case.ref for g in got)
+            assert villager.resend().is_success and len(d.cases()) == 1  # a later retry: nothing new
+
+            d.worker(name="worker")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not api.sent(CUSTOM):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            delivered = [m for m in api.sent(CUSTOM) if case.ref in m["text"]["content"]]
+            assert len(delivered) == 1 and delivered[0]["touser"] == openid, api.sent(CUSTOM)
+        finally:
+            d.close()
