@@ -24,6 +24,8 @@ from knowledge.corpus import Document
 
 __all__ = ["Place", "Gazetteer"]
 
+# Words that make a following place the location of an action rather than a policy's owner.
+_AT = frozenset({"在", "去", "到", "从", "往", "来自", "跑到", "远在"})
 _SUFFIX = re.compile(r"(特别行政区|维吾尔自治区|壮族自治区|回族自治区|自治区|自治州|自治县|省|市|县|区|旗)$")
 
 
@@ -45,14 +47,14 @@ def _aliases(name: str) -> list[str]:
     return out
 
 
-def _read_provinces() -> list[tuple[str, str, str]]:
+def _read_provinces() -> list[tuple[str, str, str, list[str]]]:
     path = resources.files("knowledge") / "data" / "places.tsv"
     rows = []
     for line in path.read_text("utf-8").split("\n"):
         if not line or line.startswith("#"):
             continue
-        full, short, abbr = (line.split("\t") + ["", ""])[:3]
-        rows.append((full, short, abbr))
+        full, short, abbr, cities = (line.split("\t") + ["", "", ""])[:4]
+        rows.append((full, short, abbr, cities.split()))
     return rows
 
 
@@ -77,9 +79,9 @@ class Gazetteer:
         corpus_text = "".join(d.text for d in docs)
         corpus_provinces = {d.region.get("province") for d in docs if d.region.get("province")}
         rows = _read_provinces()
-        corpus_abbr = {abbr for full, _, abbr in rows if full in corpus_provinces and abbr}
+        corpus_abbr = {abbr for full, _, abbr, _ in rows if full in corpus_provinces and abbr}
         self._unknown: dict[str, str] = {}
-        for full, short, abbr in rows:
+        for full, short, abbr, cities in rows:
             if full in corpus_provinces:
                 continue
             mentioned = full in corpus_text or (short and short in corpus_text)
@@ -93,6 +95,11 @@ class Gazetteer:
                 for alias in (full, short):
                     if alias and len(alias) >= 2:
                         self._unknown[alias] = full
+            # A major city of a province without documents names that province, unless the
+            # corpus itself speaks of the city ("重庆、成都、西安" in the Chengkou plan).
+            for city in cities:
+                if city not in corpus_text and (not mentioned or full not in corpus_provinces):
+                    self._unknown[city] = full
 
     def _add(self, place: Place) -> None:
         for alias in _aliases(place.name):
@@ -132,8 +139,20 @@ class Gazetteer:
         return min(places, key=lambda p: order[p.level]) if places else None
 
     def unknown_places(self, text: str) -> list[str]:
-        """Provinces named in ``text`` that the corpus has no document for and never mentions."""
-        return sorted({full for alias, full in self._unknown.items() if alias in text})
+        """Provinces named in ``text`` that the corpus has no document for and never mentions.
+
+        A place the asker is *at* ("在深圳打工", "去广东务工", "从河南回来") is where something
+        happens, not whose policy is asked about, so it does not count.
+        """
+        found = set()
+        for alias, full in self._unknown.items():
+            start = 0
+            while (at := text.find(alias, start)) >= 0:
+                start = at + 1
+                if text[max(0, at - 1) : at] in _AT or text[max(0, at - 2) : at] in _AT:
+                    continue
+                found.add(full)
+        return sorted(found)
 
     def tier(self, doc: str, place: Place) -> int:
         """How well document ``doc`` answers for ``place``: 0 best … 3 unrelated."""

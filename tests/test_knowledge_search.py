@@ -435,3 +435,18 @@ def test_more_stops_when_passages_stop_being_relevant(kb):
         offset = ans.next_offset
     assert offset is None and seen < 10
     assert kb.answer(question, offset=40).text == "没有更多相关条文了。"
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        ("河南省的防返贫监测政策是怎么规定的？", ["河南省"]),
+        ("兰州的低保标准是多少？", ["甘肃省"]),
+        ("甘肃那边搬迁户的后续扶持政策跟陕西一样吗？", ["甘肃省"]),
+        ("我在深圳打工，路费能报吗？", []),  # where the asker works, not whose policy
+        ("去广东务工有没有交通补助？", []),
+        ("在城口看病，能一站式结算吗？", []),
+    ],
+)
+def test_places_without_documents(kb, question, unknown):
+    assert kb.retriever.analyse(question).unknown_places == unknown
