@@ -153,7 +153,7 @@ def build_index_command(quiet: bool, if_needed: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if if_needed:
         try:
-            kb = KnowledgeBase.load(settings.index_dir, embedder)
+            kb = KnowledgeBase.load(settings.index_dir, embedder, corpus_dir=settings.effective_corpus_dir)
             click.echo(f"index up to date: {kb.status().get('passages')} passages in {settings.index_dir}")
             return
         except (StaleIndexError, FileNotFoundError) as exc:

@@ -62,7 +62,7 @@ class Services:
                             f"no search index in {s.index_dir}: run `huinong build-index`"
                         )
                     embedder = load_embedder(s.embedding_model or None, s.instance_path)
-                    self._kb = KnowledgeBase.load(s.index_dir, embedder)
+                    self._kb = KnowledgeBase.load(s.index_dir, embedder, corpus_dir=s.effective_corpus_dir)
         return self._kb
 
     def set_knowledge(self, kb) -> None:
