@@ -24,6 +24,7 @@ from sqlalchemy import event
 from handlers import chat_texts as T
 from storage import session_scope
 from storage.outbox import claim_batch, enqueue
+from tests.conftest import IN_CI
 from tests.fake_wechat_api import FakeWeChatAPI
 from tests.servers import Deployment, redis_available, redis_db
 
@@ -37,7 +38,7 @@ CUSTOM = "cgi-bin/message/custom/send"
 def redis_url():
     problem = redis_available()
     if problem:
-        pytest.skip(f"Redis not reachable at 127.0.0.1:6379 ({problem})")
+        (pytest.fail if IN_CI else pytest.skip)(f"Redis not reachable at 127.0.0.1:6379 ({problem})")
     with redis_db() as url:
         yield url
 

@@ -39,6 +39,7 @@ from handlers import chat_texts as T
 from storage import session_scope
 from storage.models import Outbox, utcnow
 from storage.outbox import enqueue
+from tests.conftest import IN_CI
 from tests.fake_wechat_api import FakeWeChatAPI
 from tests.servers import Deployment, redis_available, redis_db
 
@@ -57,7 +58,7 @@ def redis_url_for(request):
             return ""
         problem = redis_available()
         if problem:
-            pytest.skip(f"Redis not reachable at 127.0.0.1:6379 ({problem})")
+            (pytest.fail if IN_CI else pytest.skip)(f"Redis not reachable at 127.0.0.1:6379 ({problem})")
         return stack.enter_context(redis_db())
 
     yield make
