@@ -34,6 +34,26 @@ class Forbidden(HandlerError):
     code = "forbidden"
 
 
+class Unauthorized(HandlerError):
+    status = 401
+    code = "unauthorized"
+
+
+class PayloadTooLarge(HandlerError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(HandlerError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ServiceUnavailable(HandlerError):
+    status = 503
+    code = "unavailable"
+
+
 class Conflict(HandlerError):
     status = 409
     code = "conflict"

@@ -47,7 +47,17 @@ from storage.regions import ancestors, get_region
 from . import miniprogram_texts as T
 from . import texts
 from .context import Context
-from .errors import Conflict, HandlerError, NotFound, ValidationError
+
+# Unauthorized … ServiceUnavailable are re-exported: the API refers to them as mp.<name>.
+from .errors import (  # noqa: F401
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationError,
+)
 from .report import ReportInput, progress, status_words, submit
 
 log = logging.getLogger(__name__)
@@ -56,26 +66,6 @@ CST = dt.timezone(dt.timedelta(hours=8))
 #: WeChat's image picker offers at most 9 photos at a time; a case keeps at most this many.
 MAX_PHOTOS_PER_CASE = 9
 IDEMPOTENCY_KEY_MAX = 128
-
-
-class Unauthorized(HandlerError):
-    status = 401
-    code = "unauthorized"
-
-
-class PayloadTooLarge(HandlerError):
-    status = 413
-    code = "too_large"
-
-
-class UnsupportedMediaType(HandlerError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class ServiceUnavailable(HandlerError):
-    status = 503
-    code = "unavailable"
 
 
 # --- sessions ------------------------------------------------------------------------------
