@@ -12,7 +12,7 @@ cleared before it). Builds on ``benchmarks/wechat_latency.py``.
     .venv/bin/python benchmarks/inprocess_latency.py                         # hash embedder, SQLite
     .venv/bin/python benchmarks/inprocess_latency.py --kb model              # the real e5 model (index of ./instance)
     .venv/bin/python benchmarks/inprocess_latency.py --db-url postgresql://postgres@127.0.0.1/bench
-    .venv/bin/python benchmarks/inprocess_latency.py --phases               # + CPU per stage of a report
+    .venv/bin/python benchmarks/inprocess_latency.py --phases               # + CPU per stage of a report, both paths
 
 ``--kb model`` loads the index built by ``huinong build-index`` in ``--instance`` (default
 ``./instance``); ``--kb hash`` builds one over the shipped corpus with the hash embedder (seconds).
@@ -131,8 +131,10 @@ def run(users: int, kb_kind: str, instance: Path, db_url: str | None, mode: str)
     return times, cpu, kb_note
 
 
-def phases(users: int, db_url: str | None, mode: str) -> dict[str, float]:
-    """Mean CPU ms per stage of a CLICK 一键申报, called one by one as ``bot.wechat`` does."""
+def phases(users: int, db_url: str | None, mode: str) -> dict[str, dict[str, float]]:
+    """Mean CPU ms per stage of a CLICK 一键申报, one at a time: the path the edge takes (the flood
+    path of ``handlers.quick_report``, a batch of one here) and the general path it replaced
+    (``routing.receive`` → ``dispatch`` → ``complete``, four transactions), on new households each."""
     import logging
 
     from handlers import routing
@@ -140,33 +142,43 @@ def phases(users: int, db_url: str | None, mode: str) -> dict[str, float]:
 
     logging.disable(logging.WARNING)
     d = Deployment(Path(tempfile.mkdtemp(prefix="phases-bench-")), db_url, mode=mode)
-    codec, ctx = d.services.extras["wechat"].codec, d.ctx
-    requests = []
-    for openid in d.bound_openids(users + 50, prefix="o-phase"):
-        u = d.user(openid, None)
-        requests.append(u.request(u.xml(u.fields("event", Event="CLICK", EventKey="REPORT"))))
-    stages = ("verify + decrypt + parse", "record the message", "dispatch (dialogue + intake)", "store the reply",
-              "render + encrypt")
-    spent: dict[str, list[float]] = defaultdict(list)
+    codec, ctx, quick = d.services.extras["wechat"].codec, d.ctx, d.services.extras["wechat"].inbox.quick
+    out: dict[str, dict[str, float]] = {}
     try:
-        for n, (query, body) in enumerate(requests):
-            t = [time.process_time()]
-            opened = codec.open(query, body)
-            t.append(time.process_time())
-            receipt = routing.receive(ctx, opened.inbound)
-            t.append(time.process_time())
-            reply = routing.dispatch(ctx, opened.inbound, receipt.who)
-            t.append(time.process_time())
-            routing.complete(ctx, receipt.inbound_id, opened.inbound, reply)
-            t.append(time.process_time())
-            codec.seal(opened.inbound, reply.text, encrypted=opened.encrypted)
-            t.append(time.process_time())
-            if n >= 50:  # after a warm-up
-                for stage, a, b in zip(stages, t, t[1:], strict=False):
-                    spent[stage].append((b - a) * 1000)
+        for path in ("flood path (one transaction)", "general path (four transactions)"):
+            requests = []
+            for openid in d.bound_openids(users + 50, prefix=f"o-phase-{len(out)}"):
+                u = d.user(openid, None)
+                requests.append(u.request(u.xml(u.fields("event", Event="CLICK", EventKey="REPORT"))))
+            spent: dict[str, list[float]] = defaultdict(list)
+            for n, (query, body) in enumerate(requests):
+                t = [time.process_time()]
+                opened = codec.open(query, body)
+                t.append(time.process_time())
+                if path.startswith("flood"):
+                    text = quick.file(opened.inbound)
+                    assert text and REF.search(text)
+                    t.append(time.process_time())
+                    stages = ("verify + decrypt + parse", "file + record + commit", "render + encrypt")
+                else:
+                    receipt = routing.receive(ctx, opened.inbound)
+                    t.append(time.process_time())
+                    reply = routing.dispatch(ctx, opened.inbound, receipt.who)
+                    t.append(time.process_time())
+                    routing.complete(ctx, receipt.inbound_id, opened.inbound, reply)
+                    t.append(time.process_time())
+                    text = reply.text
+                    stages = ("verify + decrypt + parse", "record the message", "dispatch (dialogue + intake)",
+                              "store the reply", "render + encrypt")
+                codec.seal(opened.inbound, text, encrypted=opened.encrypted)
+                t.append(time.process_time())
+                if n >= 50:  # after a warm-up
+                    for stage, a, b in zip(stages, t, t[1:], strict=False):
+                        spent[stage].append((b - a) * 1000)
+            out[path] = {stage: statistics.mean(v) for stage, v in spent.items()}
     finally:
         d.close()
-    return {stage: statistics.mean(v) for stage, v in spent.items()}
+    return out
 
 
 def main() -> None:
@@ -192,11 +204,11 @@ def main() -> None:
               f"{_pct(values, 99):8.2f} {max(values):8.2f} {statistics.median(cpu[kind]):8.2f}  {verdict}")
     print("(wall-clock ms; CPU p50 = CPU time of the process per message, less sensitive to other load)")
     if args.phases:
-        spent = phases(args.users, args.db_url, args.mode)
-        print(f"\nCPU per stage of a CLICK 一键申报 (mean ms of {args.users}, stages called one by one):")
-        for stage, ms in spent.items():
-            print(f"  {stage:32} {ms:6.2f}")
-        print(f"  {'total':32} {sum(spent.values()):6.2f}")
+        for path, spent in phases(args.users, args.db_url, args.mode).items():
+            print(f"\nCPU per stage of a CLICK 一键申报, {path} (mean ms of {args.users}, one at a time):")
+            for stage, ms in spent.items():
+                print(f"  {stage:32} {ms:6.2f}")
+            print(f"  {'total':32} {sum(spent.values()):6.2f}")
 
 
 if __name__ == "__main__":

@@ -194,19 +194,23 @@ def _notify_urgent(session, case: Case, village: Region) -> None:
         )
 
 
+def ack_message(ref: str, *, created: bool, urgent: bool, due_at: dt.datetime | None) -> str:
+    """The acknowledgement a villager reads: the reference, and when to expect the cadre."""
+    if not created:
+        return texts.ACK_DUPLICATE.format(ref=ref)
+    if urgent:
+        return texts.ACK_REPORT_URGENT.format(ref=ref)
+    due = due_at.astimezone(dt.timezone(dt.timedelta(hours=8))) if due_at else None
+    return texts.ACK_REPORT.format(ref=ref, due=texts.format_date(due) if due else "近期")
+
+
 def _ack(case: Case, created: bool) -> Ack:
     questions = []
     if not case.risk_types:
         questions.append(texts.ASK_RISK.format(menu=texts.risk_menu()))
     if not case.description:
         questions.append(texts.ASK_DESCRIPTION)
-    if not created:
-        message = texts.ACK_DUPLICATE.format(ref=case.ref)
-    elif case.urgent:
-        message = texts.ACK_REPORT_URGENT.format(ref=case.ref)
-    else:
-        due = case.due_at.astimezone(dt.timezone(dt.timedelta(hours=8))) if case.due_at else None
-        message = texts.ACK_REPORT.format(ref=case.ref, due=texts.format_date(due) if due else "近期")
+    message = ack_message(case.ref, created=created, urgent=case.urgent, due_at=case.due_at)
     return Ack(
         ref=case.ref, case_id=case.id, created=created, urgent=case.urgent, due_at=case.due_at,
         risk_types=list(case.risk_types), next_questions=questions, message=message,

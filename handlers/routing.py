@@ -346,6 +346,18 @@ def _encode(text: str | None, via: str) -> str:
     return json.dumps({"state": "done", "text": text, "via": via}, ensure_ascii=False)
 
 
+def answered_record(text: str | None) -> str:
+    """What is stored with a message answered passively (what a retry of it gets)."""
+    return _encode(text, "passive")
+
+
+def asks_to_report(msg: Inbound) -> bool:
+    """The 一键申报 menu key, or a typed word that does the same (申报, 我要申报 …)."""
+    if msg.msg_type == "event":
+        return msg.event == "click" and msg.event_key == "REPORT"
+    return msg.msg_type == "text" and KEYWORD_MENU.get(normalize_word(msg.content)) == "REPORT"
+
+
 def receive(ctx: Context, msg: Inbound) -> Receipt:
     """Record the message; ``created`` is False for a retry (or a replay) of one already seen."""
     with session_scope(ctx.engine) as session:

@@ -19,6 +19,8 @@ from .models import KeyValue, utcnow
 
 
 class KV(Protocol):
+    """Optionally also ``set_many(values, *, ttl)``: several ``set`` at once (see ``set_many``)."""
+
     def get(self, key: str) -> str | None: ...
     def set(self, key: str, value: str, *, ttl: int | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
@@ -80,6 +82,13 @@ class RedisKV:
     def delete(self, key: str) -> None:
         self.client.delete(self.prefix + key)
 
+    def set_many(self, values: dict[str, str], *, ttl: int | None = None) -> None:
+        """Several ``set`` in one round trip (the flood path stores a batch's dialogue states)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in values.items():
+            pipe.set(self.prefix + key, value, ex=ttl)
+        pipe.execute()
+
     def incr(self, key: str, *, ttl: int) -> int:
         pipe = self.client.pipeline()
         pipe.incr(self.prefix + key)
@@ -123,6 +132,16 @@ class MemoryKV:
         expires = item[1] if item else time.monotonic() + ttl
         self._data[key] = (str(value), expires)
         return value
+
+
+def set_many(kv: KV, values: dict[str, str], *, ttl: int | None = None) -> None:
+    """``kv.set`` of several keys, in one round trip where the store can."""
+    many = getattr(kv, "set_many", None)
+    if many is not None:
+        many(values, ttl=ttl)
+        return
+    for key, value in values.items():
+        kv.set(key, value, ttl=ttl)
 
 
 def make_kv(*, redis_url: str, engine: Engine) -> KV:

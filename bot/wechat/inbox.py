@@ -2,6 +2,10 @@
 
 WeChat waits 5 s for an answer and then retries, three times in all. :meth:`Inbox.handle`:
 
+0. a known reporter's 一键申报 with no dialogue open is filed, recorded and answered in one
+   transaction, together with the others arriving at the same time
+   (``handlers.quick_report.GroupCommit``); anything else, and any retry of it, takes the steps
+   below;
 1. records the message (``handlers.routing.receive``: unique per sender and MsgId / event key);
 2. a first copy is processed in a small thread pool and answered passively if it finishes within
    ``budget`` seconds (it normally takes milliseconds); otherwise the edge answers "success" at
@@ -21,6 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from handlers import routing
 from handlers.context import Context
+from handlers.quick_report import GroupCommit
 from handlers.routing import Inbound
 
 log = logging.getLogger(__name__)
@@ -37,10 +42,16 @@ class Inbox:
         self.ctx = ctx
         self.budget = budget
         self.retry_wait = retry_wait
+        self.quick = GroupCommit(ctx)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wechat-inbox")
 
     def handle(self, msg: Inbound) -> str | None:
         """The passive reply text for ``msg``, or None for "success"."""
+        if routing.asks_to_report(msg):
+            # The flood path: a known reporter's 一键申报 in one transaction (None: not that case).
+            text = self.quick.file(msg)
+            if text is not None:
+                return text
         receipt = routing.receive(self.ctx, msg)
         if receipt.created:
             return self._process(receipt.inbound_id, msg, receipt.who)
