@@ -13,6 +13,7 @@ cleared before it). Builds on ``benchmarks/wechat_latency.py``.
     .venv/bin/python benchmarks/inprocess_latency.py --kb model              # the real e5 model (index of ./instance)
     .venv/bin/python benchmarks/inprocess_latency.py --db-url postgresql://postgres@127.0.0.1/bench
     .venv/bin/python benchmarks/inprocess_latency.py --phases               # + CPU per stage of a report, both paths
+    .venv/bin/python benchmarks/inprocess_latency.py --concurrent 4         # + reports from 4 threads at once
 
 ``--kb model`` loads the index built by ``huinong build-index`` in ``--instance`` (default
 ``./instance``); ``--kb hash`` builds one over the shipped corpus with the hash embedder (seconds).
@@ -181,6 +182,62 @@ def phases(users: int, db_url: str | None, mode: str) -> dict[str, dict[str, flo
     return out
 
 
+def concurrent(threads: int, reports: int, db_url: str | None, mode: str) -> dict:
+    """One-click reports from ``threads`` threads at once through the WSGI app in one process (no
+    HTTP): reports/s, CPU per report and the batches the group commit formed."""
+    import logging
+    import threading
+
+    from werkzeug.test import EnvironBuilder
+
+    from bot.app import create_app
+    from tests.servers import Deployment
+
+    logging.disable(logging.WARNING)
+    d = Deployment(Path(tempfile.mkdtemp(prefix="concurrent-bench-")), db_url, mode=mode)
+    app = create_app(services=d.services)
+    environs = []
+    for openid in d.bound_openids(reports + 100, prefix="o-conc"):
+        u = d.user(openid, None)
+        query, body = u.request(u.xml(u.fields("event", Event="CLICK", EventKey="REPORT")))
+        environs.append(EnvironBuilder(path="/wechat", method="POST", query_string=query, data=body,
+                                       content_type="text/xml").get_environ())
+
+    def call(environ) -> bytes:
+        return b"".join(app(environ, lambda status, headers, exc_info=None: None))
+
+    try:
+        for environ in environs[:100]:  # warm-up
+            call(environ)
+        quick = d.services.extras["wechat"].inbox.quick
+        quick.batch_sizes.clear()
+        todo = iter(environs[100:])
+        lock = threading.Lock()
+        bad = []
+
+        def run():
+            while True:
+                with lock:
+                    environ = next(todo, None)
+                if environ is None:
+                    return
+                if b"Encrypt" not in call(environ):
+                    bad.append(1)
+
+        workers = [threading.Thread(target=run) for _ in range(threads)]
+        cpu, wall = time.process_time(), time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        cases = len(d.cases())
+    finally:
+        d.close()
+    return {"reports/s": reports / wall, "cpu_ms": cpu * 1000 / reports, "batches": dict(sorted(quick.batch_sizes.items())),
+            "cases": cases, "expected": reports + 100, "bad": len(bad)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200, help="villagers, one of each message type each")
@@ -189,6 +246,8 @@ def main() -> None:
     parser.add_argument("--db-url", default=None, help="default: a SQLite file in a temporary folder")
     parser.add_argument("--mode", default="safe", choices=["plain", "compatible", "safe"])
     parser.add_argument("--phases", action="store_true", help="also: CPU per stage of a CLICK 一键申报")
+    parser.add_argument("--concurrent", type=int, metavar="THREADS", default=0,
+                        help="also: one-click reports from THREADS threads at once in one process (group commit)")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M")
     times, cpu, kb_note = run(args.users, args.kb, args.instance.resolve(), args.db_url, args.mode)
@@ -209,6 +268,11 @@ def main() -> None:
             for stage, ms in spent.items():
                 print(f"  {stage:32} {ms:6.2f}")
             print(f"  {'total':32} {sum(spent.values()):6.2f}")
+    if args.concurrent:
+        got = concurrent(args.concurrent, 4000, args.db_url, args.mode)
+        print(f"\n4000 one-click reports from {args.concurrent} threads in one process (WSGI, no HTTP): "
+              f"{got['reports/s']:.0f} reports/s, {got['cpu_ms']:.2f} ms CPU each; batches (size: count) "
+              f"{got['batches']}; cases {got['cases']} of {got['expected']}, bad replies {got['bad']}")
 
 
 if __name__ == "__main__":
