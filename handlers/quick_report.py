@@ -20,6 +20,7 @@ one report at a time), any error (logged).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -52,8 +53,13 @@ class _Filed:
 
 
 def _reply(ref: str, due: dt.datetime) -> str:
-    return (ack_message(ref, created=True, urgent=False, due_at=due) + "\n\n"
-            + texts.ASK_RISK.format(menu=texts.risk_menu()))
+    """What ``dialogue._file`` answers a report without risk types: the acknowledgement, then the menu."""
+    return ack_message(ref, created=True, urgent=False, due_at=due) + "\n\n" + _ask_risk()
+
+
+@functools.cache
+def _ask_risk() -> str:
+    return texts.ASK_RISK.format(menu=texts.risk_menu())
 
 
 def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool) -> list[_Filed | None]:

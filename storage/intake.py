@@ -15,6 +15,7 @@ another worker, fails with ``IntegrityError`` and the caller rolls the batch bac
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -151,9 +152,8 @@ def insert_cases(conn: Connection, cases: Sequence[dict[str, Any]], *, now: dt.d
     rows = []
     for c in cases:
         risk_types = list(c.get("risk_types") or [])
-        rows.append({
-            "merged_into_id": None, "possible_duplicate_of_id": None, "first_aid_at": None, "assigned_to_id": None,
-            "outcome": None, "monitoring_type": None, "outcome_reason": "", "closed_at": None,
+        rows.append({  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
+            "possible_duplicate_of_id": None,
             **{k: v for k, v in c.items() if not k.startswith("actor_")},
             "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
             "created_at": now, "updated_at": now, "step_started_at": now,
@@ -179,8 +179,13 @@ def put_states(conn: Connection, values: dict[str, str], *, expires_at: dt.datet
     """``DatabaseKV.set`` of several keys inside this transaction (insert or overwrite)."""
     if not values:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(_kv)
-    stmt = stmt.on_conflict_do_update(index_elements=[_kv.c.key],
+    conn.execute(_upsert_state(conn.dialect.name),
+                 [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
+
+
+@functools.cache
+def _upsert_state(dialect_name: str):
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` in the dialect's own words, built once."""
+    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(_kv)
+    return stmt.on_conflict_do_update(index_elements=[_kv.c.key],
                                       set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at})
-    conn.execute(stmt, [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
