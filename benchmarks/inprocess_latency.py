@@ -14,6 +14,7 @@ cleared before it). Builds on ``benchmarks/wechat_latency.py``.
     .venv/bin/python benchmarks/inprocess_latency.py --db-url postgresql://postgres@127.0.0.1/bench
     .venv/bin/python benchmarks/inprocess_latency.py --phases               # + CPU per stage of a report, both paths
     .venv/bin/python benchmarks/inprocess_latency.py --concurrent 4         # + reports from 4 threads at once
+    .venv/bin/python benchmarks/inprocess_latency.py --concurrent 4 --processes 2   # ... in 2 processes, one database
 
 ``--kb model`` loads the index built by ``huinong build-index`` in ``--instance`` (default
 ``./instance``); ``--kb hash`` builds one over the shipped corpus with the hash embedder (seconds).
@@ -182,36 +183,41 @@ def phases(users: int, db_url: str | None, mode: str) -> dict[str, dict[str, flo
     return out
 
 
-def concurrent(threads: int, reports: int, db_url: str | None, mode: str) -> dict:
-    """One-click reports from ``threads`` threads at once through the WSGI app in one process (no
-    HTTP): reports/s, CPU per report and the batches the group commit formed."""
+def concurrent(threads: int, reports: int, db_url: str | None, mode: str, processes: int = 1) -> dict:
+    """One-click reports from ``threads`` threads at once through the WSGI app (no HTTP), in
+    ``processes`` forked processes on the same database: reports/s, CPU per report and the
+    batches the group commit formed."""
     import logging
     import threading
 
     from werkzeug.test import EnvironBuilder
 
     from bot.app import create_app
+    from bot.services import build_services
     from tests.servers import Deployment
 
     logging.disable(logging.WARNING)
     d = Deployment(Path(tempfile.mkdtemp(prefix="concurrent-bench-")), db_url, mode=mode)
-    app = create_app(services=d.services)
     environs = []
-    for openid in d.bound_openids(reports + 100, prefix="o-conc"):
+    for openid in d.bound_openids(reports + 100 * processes, prefix="o-conc"):
         u = d.user(openid, None)
         query, body = u.request(u.xml(u.fields("event", Event="CLICK", EventKey="REPORT")))
         environs.append(EnvironBuilder(path="/wechat", method="POST", query_string=query, data=body,
                                        content_type="text/xml").get_environ())
+    d.services.engine.dispose()
 
-    def call(environ) -> bytes:
-        return b"".join(app(environ, lambda status, headers, exc_info=None: None))
+    def one_process(mine: list) -> dict:
+        services = build_services(d.settings)
+        app = create_app(services=services)
 
-    try:
-        for environ in environs[:100]:  # warm-up
+        def call(environ) -> bytes:
+            return b"".join(app(environ, lambda status, headers, exc_info=None: None))
+
+        for environ in mine[:100]:  # warm-up
             call(environ)
-        quick = d.services.extras["wechat"].inbox.quick
+        quick = services.extras["wechat"].inbox.quick
         quick.batch_sizes.clear()
-        todo = iter(environs[100:])
+        todo = iter(mine[100:])
         lock = threading.Lock()
         bad = []
 
@@ -230,12 +236,44 @@ def concurrent(threads: int, reports: int, db_url: str | None, mode: str) -> dic
             w.start()
         for w in workers:
             w.join()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done = len(mine) - 100
+        return {"wall": time.perf_counter() - wall, "cpu_ms": (time.process_time() - cpu) * 1000 / done,
+                "batches": dict(quick.batch_sizes), "bad": len(bad), "done": done}
+
+    share = len(environs) // processes
+    parts = [environs[i * share:(i + 1) * share] for i in range(processes)]
+    try:
+        if processes == 1:
+            results = [one_process(parts[0])]
+        else:
+            children = []
+            for part in parts:
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: its own engine and app, the answer through the pipe
+                    os.close(read)
+                    try:
+                        os.write(write, json.dumps(one_process(part)).encode())
+                    finally:
+                        os._exit(0)
+                os.close(write)
+                children.append((pid, read))
+            results = []
+            for pid, read in children:
+                with os.fdopen(read, "rb") as fh:
+                    results.append(json.loads(fh.read() or b"{}"))
+                os.waitpid(pid, 0)
         cases = len(d.cases())
     finally:
         d.close()
-    return {"reports/s": reports / wall, "cpu_ms": cpu * 1000 / reports, "batches": dict(sorted(quick.batch_sizes.items())),
-            "cases": cases, "expected": reports + 100, "bad": len(bad)}
+    batches: dict[int, int] = defaultdict(int)
+    for r in results:
+        for size, n in r["batches"].items():
+            batches[int(size)] += n
+    done = sum(r["done"] for r in results)
+    return {"reports/s": done / max(r["wall"] for r in results),
+            "cpu_ms": statistics.mean(r["cpu_ms"] for r in results), "batches": dict(sorted(batches.items())),
+            "cases": cases, "expected": len(environs), "bad": sum(r["bad"] for r in results)}
 
 
 def main() -> None:
@@ -248,6 +286,8 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true", help="also: CPU per stage of a CLICK 一键申报")
     parser.add_argument("--concurrent", type=int, metavar="THREADS", default=0,
                         help="also: one-click reports from THREADS threads at once in one process (group commit)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="with --concurrent: that many forked processes on the same database")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M")
     times, cpu, kb_note = run(args.users, args.kb, args.instance.resolve(), args.db_url, args.mode)
@@ -269,8 +309,9 @@ def main() -> None:
                 print(f"  {stage:32} {ms:6.2f}")
             print(f"  {'total':32} {sum(spent.values()):6.2f}")
     if args.concurrent:
-        got = concurrent(args.concurrent, 4000, args.db_url, args.mode)
-        print(f"\n4000 one-click reports from {args.concurrent} threads in one process (WSGI, no HTTP): "
+        got = concurrent(args.concurrent, 4000, args.db_url, args.mode, args.processes)
+        print(f"\n4000 one-click reports from {args.concurrent} threads in each of {args.processes} process(es) "
+              f"(WSGI, no HTTP): "
               f"{got['reports/s']:.0f} reports/s, {got['cpu_ms']:.2f} ms CPU each; batches (size: count) "
               f"{got['batches']}; cases {got['cases']} of {got['expected']}, bad replies {got['bad']}")
 
