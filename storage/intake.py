@@ -36,6 +36,7 @@ from .models import (
     WeChatUser,
 )
 from .refs import CST, format_ref
+from .regions import nearest_rule
 
 #: What a batch fails with when one of its messages was seen before (or a copy raced it).
 Conflict = IntegrityError
@@ -103,12 +104,8 @@ def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
 
 
 def rule_days(rules: dict[int | None, int], region_path: str) -> int | None:
-    """As ``regions.deadline_days``: the nearest rule on the way up from the region (its path holds
-    the ids of its ancestors), else the region-independent one."""
-    for rid in reversed([int(x) for x in region_path.strip("/").split("/") if x]):
-        if rid in rules:
-            return rules[rid]
-    return rules.get(None)
+    """As ``regions.deadline_days``, from the region's path (which holds the ids of its ancestors)."""
+    return nearest_rule(rules, [int(x) for x in region_path.strip("/").split("/") if x])
 
 
 def latest_open_cases(conn: Connection, owners: Sequence[tuple[int | None, int | None]]) -> list[int | None]:

@@ -78,14 +78,18 @@ def set_deadline(session: Session, *, step: str, working_days: int, region: Regi
 
 def deadline_days(session: Session, *, step: str, region: Region | None) -> int | None:
     """Working days for ``step``: the nearest rule on the way up from ``region``, else the default."""
-    chain = list(reversed(ancestors(session, region))) if region else []
-    ids = [r.id for r in chain]
+    ids = [r.id for r in ancestors(session, region)] if region else []
     rules = session.exec(select(DeadlineRule).where(DeadlineRule.step == step)).all()
-    by_region = {r.region_id: r.working_days for r in rules}
-    for rid in ids:
-        if rid in by_region:
-            return by_region[rid]
-    return by_region.get(None)
+    return nearest_rule({r.region_id: r.working_days for r in rules}, ids)
+
+
+def nearest_rule(rules: dict[int | None, int], chain: list[int]) -> int | None:
+    """The working days of the rule nearest to the region on the way up ``chain`` (region ids from
+    the root down to the region), else the region-independent rule (``None`` key), else None."""
+    for rid in reversed(chain):
+        if rid in rules:
+            return rules[rid]
+    return rules.get(None)
 
 
 def default_deadline_steps(session: Session) -> set[str]:
