@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
 from handlers.report import ReportInput, submit
 from handlers.staff import Actor, load_actor
 from storage.models import Case, Household, Region, StaffUser
+from tests.wechat_user import FakeHit
 
 
 def actor(ctx, username: str) -> Actor:
@@ -55,21 +55,6 @@ def report(ctx, *, head: str | None = "张建国", village_name: str | None = No
     return get_case(ctx, ack.case_id)
 
 
-@dataclass
-class FakeHit:
-    doc: str
-    title: str
-    issuer: str
-    date: str
-    doc_no: str
-    section: str
-    text: str
-    start: int
-    end: int
-    score: float
-    region: str | None = None
-
-
 class FakeKB:
     """Stands in for knowledge.KnowledgeBase where only ``clauses_for`` matters."""
 
@@ -84,7 +69,7 @@ class FakeKB:
         if "医疗救助" in query_terms:
             return [FakeHit("plan.txt", "陕西省巩固拓展脱贫攻坚成果规划", "陕西省人民政府", "2021-10-12", "陕政发〔2021〕1号",
                             "第三章 第二节", "完善医疗救助托底保障，落实大病保险倾斜政策，推行先诊疗后付费。",
-                            100, 140, 3.2)]
+                            100, 140, 3.2, region=None)]
         return []
 
     def status(self):
