@@ -10,12 +10,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-__all__ = ["Session", "make_engine", "session_scope", "init_db", "is_sqlite", "normalise_url"]
+__all__ = [
+    "Session", "make_engine", "session_scope", "dbapi_reading", "dbapi_writing", "init_db", "is_sqlite", "normalise_url",
+]
 
 
 def normalise_url(url: str) -> str:
@@ -121,6 +124,18 @@ def _gated_factory(gate: WriteGate):
     return type("GatedConnection", (_GatedConnection,), {"gate": gate})
 
 
+def _begin_immediate(dbapi_conn: sqlite3.Connection) -> None:
+    """Wait for the write gate (when the connection has one), then take SQLite's write lock."""
+    if isinstance(dbapi_conn, _GatedConnection):
+        dbapi_conn.enter()
+    try:
+        dbapi_conn.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        if isinstance(dbapi_conn, _GatedConnection):
+            dbapi_conn._leave()
+        raise
+
+
 def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """Build an engine with the pragmas each backend needs.
 
@@ -152,15 +167,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            dbapi_conn = conn.connection.dbapi_connection
-            if isinstance(dbapi_conn, _GatedConnection):
-                dbapi_conn.enter()
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                if isinstance(dbapi_conn, _GatedConnection):
-                    dbapi_conn._leave()
-                raise
+            _begin_immediate(conn.connection.dbapi_connection)
 
         return engine
     return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -176,6 +183,43 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextlib.contextmanager
+def dbapi_reading(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor of a pooled connection, for reads only; the connection goes back on leaving.
+
+    On SQLite (autocommit) each statement reads its own snapshot and none waits for, or holds
+    up, a writer (WAL). On PostgreSQL the reads run in one transaction, rolled back on return to
+    the pool.
+    """
+    conn = engine.raw_connection()
+    try:
+        yield conn.cursor()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def dbapi_writing(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor in a write transaction, committed when the block ends, rolled back on any error.
+
+    It begins as every transaction of :func:`make_engine`'s engines does (on SQLite: the write
+    gate, then ``BEGIN IMMEDIATE``), without SQLAlchemy's execution machinery in the way: for
+    the few hot statements written for the driver (``storage.intake``).
+    """
+    conn = engine.raw_connection()
+    try:
+        if is_sqlite(engine):
+            _begin_immediate(conn.dbapi_connection)
+        cur = conn.cursor()
+        yield cur
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
 
 
 def init_db(engine: Engine) -> None:

@@ -1,27 +1,34 @@
-"""One-click reports (一键申报) written many at a time, in SQLAlchemy Core.
+"""One-click reports (一键申报) written many at a time, straight on the DB-API cursor.
 
 After a flood a county sends thousands of households to the same menu button within minutes.
 The ORM path (``cases.create_case`` and friends) costs about 7 ms of CPU, four transactions and
-about twenty statements per report. These statements are built once and each covers a whole
-batch of reports: reporters, dialogue states, deadline rules, open cases, references, cases,
-first timeline events, the message records with their replies, and (without Redis) the new
-dialogue states: about ten statements per batch, whatever its size, in one transaction.
+about twenty statements per report. :class:`Statements` does the same for a whole batch of
+reports in about ten statements: reads first (reporters, dialogue states, deadline rules, open
+cases), outside the write transaction, then the writes (references, cases, first timeline
+events, the message records with their replies and, without Redis, the new dialogue states).
 
-Every function takes a ``Connection`` already inside a transaction; nothing here commits. The
-unique constraints are the guards, as everywhere: a retry of a message, or a copy racing on
-another worker, fails with ``IntegrityError`` and the caller rolls the batch back.
+The statements are SQL text built once per database dialect from the tables' own metadata and
+run on the driver's cursor: SQLAlchemy's execution machinery costs 40–60 µs a statement, which
+under a flood was a third of the CPU of a report. What SQLAlchemy would do to each value is kept:
+every column's bind and result processors come from its type (``dialect_impl``), so a datetime,
+a JSON list or a boolean is stored and read exactly as the ORM stores and reads it, and a column
+a batch leaves out gets its Python-side default as a Core ``INSERT`` gives it
+(``tests/test_quick_report.py`` compares both paths column by column, on SQLite and PostgreSQL).
+
+Nothing here commits: :func:`storage.db.dbapi_writing` does. The unique constraints are the
+guards, as everywhere: a retry of a message, or a copy racing on another worker, fails with the
+driver's ``IntegrityError`` (:attr:`Statements.conflict`) and the caller rolls the batch back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import Column, Table
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
 from .models import (
@@ -38,69 +45,44 @@ from .models import (
 from .refs import CST, format_ref
 from .regions import nearest_rule
 
-#: What a batch fails with when one of its messages was seen before (or a copy raced it).
-Conflict = IntegrityError
-
-_case = Case.__table__
-_event = CaseEvent.__table__
-_inbound = InboundMessage.__table__
-_counter = RefCounter.__table__
-_user = WeChatUser.__table__
-_household = Household.__table__
-_region = Region.__table__
-_rule = DeadlineRule.__table__
-_kv = KeyValue.__table__
-
-#: The sender, the household they are bound to, and the village of either.
-_REPORTERS = (
-    select(
-        _user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id, _user.c.name, _user.c.phone_enc,
-        _user.c.consented_at, _household.c.head_name,
-        _region.c.id.label("village_row_id"), _region.c.level.label("village_level"),
-        _region.c.path.label("village_path"),
-    )
-    .select_from(
-        _user.outerjoin(_household, _household.c.id == _user.c.household_id).outerjoin(
-            _region, _region.c.id == func.coalesce(_household.c.village_id, _user.c.village_id)
-        )
-    )
-    .where(_user.c.app == bindparam("app"), _user.c.openid.in_(bindparam("openids", expanding=True)))
-)
-_RULES = select(_rule.c.region_id, _rule.c.working_days).where(_rule.c.step == bindparam("step"))
-# Each owner column on its own: with ``household_id … OR reporter_id …`` SQLite walks the whole
-# open-queue index instead (see ``cases._owner_conditions``). Closed cases are filtered here.
-_CASES_OF = {
-    column: select(_case.c.id, _case.c.household_id, _case.c.reporter_id, _case.c.created_at, _case.c.closed_at)
-    .where(_case.c[column].in_(bindparam("owners", expanding=True)))
-    for column in ("household_id", "reporter_id")
-}
-_TAKE_SEQ = (
-    update(_counter).where(_counter.c.day == bindparam("d")).values(last=_counter.c.last + bindparam("n"))
-    .returning(_counter.c.last)
-)
-_NEW_DAY = insert(_counter)
-_INSERT_CASES = insert(_case).returning(_case.c.id, sort_by_parameter_order=True)
-_INSERT_EVENTS = insert(_event)
-_INSERT_INBOUND = insert(_inbound)
-_KV_GET = select(_kv.c.key, _kv.c.expires_at).where(_kv.c.key.in_(bindparam("keys", expanding=True)))
+_case: Table = Case.__table__
+_event: Table = CaseEvent.__table__
+_inbound: Table = InboundMessage.__table__
+_counter: Table = RefCounter.__table__
+_user: Table = WeChatUser.__table__
+_household: Table = Household.__table__
+_region: Table = Region.__table__
+_rule: Table = DeadlineRule.__table__
+_kv: Table = KeyValue.__table__
+_TABLES = {t.name: t for t in (_case, _event, _inbound)}
 
 
-def reporters(conn: Connection, openids: Sequence[str], *, app: str = "oa") -> dict[str, Row]:
-    """The senders that exist, by openid, with ``head_name`` (None when not bound, or the
-    household is gone) and their village (``village_row_id``, ``village_level``, ``village_path``)."""
-    rows = conn.execute(_REPORTERS, {"app": app, "openids": list(openids)})
-    return {r.openid: r for r in rows}
+class Reporter(NamedTuple):
+    """The sender, the household they are bound to (``head_name`` None: not bound, or the household
+    is gone) and the village of either."""
+
+    openid: str
+    id: int
+    household_id: int | None
+    village_id: int | None
+    name: str
+    phone_enc: str | None
+    consented_at: dt.datetime | None
+    head_name: str | None
+    village_row_id: int | None
+    village_level: str | None
+    village_path: str | None
 
 
-def open_states(conn: Connection, keys: Sequence[str], now: dt.datetime) -> set[str]:
-    """Which of ``keys`` hold a live value in the database key-value table (``DatabaseKV``)."""
-    return {r.key for r in conn.execute(_KV_GET, {"keys": list(keys)})
-            if r.expires_at is None or r.expires_at > now}
+class _OpenCase(NamedTuple):
+    id: int
+    household_id: int | None
+    reporter_id: int | None
+    created_at: dt.datetime
+    closed_at: dt.datetime | None
 
 
-def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
-    """``{region_id (None: every region): working days}`` for ``step``."""
-    return {r.region_id: r.working_days for r in conn.execute(_RULES, {"step": step})}
+Cursor = Any  #: a DB-API 2 cursor (sqlite3, psycopg)
 
 
 def rule_days(rules: dict[int | None, int], region_path: str) -> int | None:
@@ -108,81 +90,239 @@ def rule_days(rules: dict[int | None, int], region_path: str) -> int | None:
     return nearest_rule(rules, [int(x) for x in region_path.strip("/").split("/") if x])
 
 
-def latest_open_cases(conn: Connection, owners: Sequence[tuple[int | None, int | None]]) -> list[int | None]:
-    """For each ``(household_id, reporter_id)``: the id of its newest open case (a possible duplicate),
-    as ``cases.open_case_for`` finds it."""
-    newest: dict[tuple[str, int], Row] = {}
-    for column, position in (("household_id", 0), ("reporter_id", 1)):
-        wanted = sorted({o[position] for o in owners if o[position] is not None})
-        if not wanted:
-            continue
-        for r in conn.execute(_CASES_OF[column], {"owners": wanted}):
-            if r.closed_at is not None:
-                continue
-            key = (column, r[column])
-            if key not in newest or (r.created_at, r.id) > (newest[key].created_at, newest[key].id):
-                newest[key] = r
-    out = []
-    for household_id, reporter_id in owners:
-        found = [newest.get(k) for k in (("household_id", household_id), ("reporter_id", reporter_id))]
-        found = [r for r in found if r is not None]
-        out.append(max(found, key=lambda r: (r.created_at, r.id)).id if found else None)
-    return out
-
-
-def take_refs(conn: Connection, now: dt.datetime, count: int) -> list[str]:
-    """``count`` consecutive reference numbers of ``now``'s day (CST), as ``refs.next_ref`` hands
-    them out one by one. The first batch of a day creates the counter row; a racing one fails
-    with ``IntegrityError``."""
-    day = now.astimezone(CST).strftime("%Y%m%d")
-    last = conn.execute(_TAKE_SEQ, {"d": day, "n": count}).scalar()
-    if last is None:
-        conn.execute(_NEW_DAY, {"day": day, "last": count})
-        last = count
-    return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]
-
-
-def insert_cases(conn: Connection, cases: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[int]:
-    """Insert the cases (each ``fields`` as ``cases.create_case`` takes them, plus ``ref``,
-    ``inbound_key`` and the ``actor_*`` of its ``created`` event) and their first events; the
-    new ids in order."""
-    rows = []
-    for c in cases:
-        risk_types = list(c.get("risk_types") or [])
-        rows.append({  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
-            "possible_duplicate_of_id": None,
-            **{k: v for k, v in c.items() if not k.startswith("actor_")},
-            "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
-            "created_at": now, "updated_at": now, "step_started_at": now,
-        })
-    ids = [r[0] for r in conn.execute(_INSERT_CASES, rows)]
-    conn.execute(_INSERT_EVENTS, [
-        {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
-         "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
-         "data": {"channel": row["channel"], "urgent": row["urgent"]}}
-        for case_id, c, row in zip(ids, cases, rows, strict=True)
-    ])
-    return ids
-
-
-def record_answered(conn: Connection, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
-    """The inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with
-    their stored replies: what ``claim_inbound`` + ``reply_once`` write in two transactions each.
-    ``IntegrityError`` when one was seen before."""
-    conn.execute(_INSERT_INBOUND, [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])
-
-
-def put_states(conn: Connection, values: dict[str, str], *, expires_at: dt.datetime | None) -> None:
-    """``DatabaseKV.set`` of several keys inside this transaction (insert or overwrite)."""
-    if not values:
-        return
-    conn.execute(_upsert_state(conn.dialect.name),
-                 [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
-
-
 @functools.cache
-def _upsert_state(dialect_name: str):
-    """``INSERT … ON CONFLICT (key) DO UPDATE`` in the dialect's own words, built once."""
-    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(_kv)
-    return stmt.on_conflict_do_update(index_elements=[_kv.c.key],
-                                      set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at})
+def _for_dialect(dialect: Dialect) -> Statements:
+    return Statements(dialect)
+
+
+def statements(engine: Engine) -> Statements:
+    """The statements for ``engine``'s database, built on first use."""
+    return _for_dialect(engine.dialect)
+
+
+class Statements:
+    """The flood path's statements in one dialect's words (see the module docstring)."""
+
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._quote = dialect.identifier_preparer.quote
+        self.returning_many = dialect.name == "postgresql"  # psycopg: executemany(..., returning=True)
+        #: What a batch fails with when a unique constraint refuses it (a message seen before, a copy
+        #: racing on another worker, the day's first reference taken twice): the driver's error, or
+        #: SQLAlchemy's around it when it comes from the commit.
+        self.conflict: tuple[type[BaseException], ...] = (IntegrityError, dialect.loaded_dbapi.IntegrityError)
+        self._reporter_readers = self._readers([
+            _user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id, _user.c.name, _user.c.phone_enc,
+            _user.c.consented_at, _household.c.head_name, _region.c.id, _region.c.level, _region.c.path])
+        self._case_readers = self._readers(
+            [_case.c.id, _case.c.household_id, _case.c.reporter_id, _case.c.created_at, _case.c.closed_at])
+        self._expires = self._reader(_kv.c.expires_at)
+        kv = self._table(_kv)
+        k, v, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
+        self._upsert_state = (
+            f"INSERT INTO {kv} ({k}, {v}, {e}) VALUES ({self._marks(3)}) "
+            f"ON CONFLICT ({k}) DO UPDATE SET {v} = excluded.{v}, {e} = excluded.{e}"
+        )
+        self._state_binders = (None, self._binder(_kv.c.value), self._binder(_kv.c.expires_at))
+        counter, day, last = self._table(_counter), self._col(_counter.c.day), self._col(_counter.c.last)
+        self._take_seq = f"UPDATE {counter} SET {last} = {last} + {self.mark} WHERE {day} = {self.mark} RETURNING {last}"
+        self._new_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self._marks(2)})"
+        self._rules = (f"SELECT {self._col(_rule.c.region_id)}, {self._col(_rule.c.working_days)} "
+                       f"FROM {self._table(_rule)} WHERE {self._col(_rule.c.step)} = {self.mark}")
+
+    # --- building blocks ------------------------------------------------------------------------
+
+    def _table(self, table: Table) -> str:
+        return self._quote(table.name)
+
+    def _col(self, column: Column, alias: str | None = None) -> str:
+        return (alias + "." if alias else "") + self._quote(column.name)
+
+    def _marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    def _binder(self, column: Column) -> Callable[[Any], Any] | None:
+        return column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+
+    def _reader(self, column: Column) -> Callable[[Any], Any] | None:
+        return column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
+
+    def _readers(self, columns: list[Column]) -> list[Callable[[Any], Any] | None]:
+        return [self._reader(c) for c in columns]
+
+    @staticmethod
+    def _read(row: Sequence[Any], readers: list) -> list[Any]:
+        return [value if fn is None or value is None else fn(value) for value, fn in zip(row, readers, strict=True)]
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one Statements per dialect, kept for the process
+    def _select_in(self, which: str, n: int) -> str:
+        """The reads that take a list (``IN (?, ?, …)`` of ``n``), built once per length."""
+        marks = self._marks(n)
+        if which == "reporters":
+            u, h, r = "u", "h", "r"
+            cols = ", ".join([self._col(c, u) for c in (
+                _user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id, _user.c.name,
+                _user.c.phone_enc, _user.c.consented_at)] + [self._col(_household.c.head_name, h)] + [
+                self._col(c, r) for c in (_region.c.id, _region.c.level, _region.c.path)])
+            return (
+                f"SELECT {cols} FROM {self._table(_user)} {u} "
+                f"LEFT OUTER JOIN {self._table(_household)} {h} ON {self._col(_household.c.id, h)} = "
+                f"{self._col(_user.c.household_id, u)} "
+                f"LEFT OUTER JOIN {self._table(_region)} {r} ON {self._col(_region.c.id, r)} = "
+                f"coalesce({self._col(_household.c.village_id, h)}, {self._col(_user.c.village_id, u)}) "
+                f"WHERE {self._col(_user.c.app, u)} = {self.mark} AND {self._col(_user.c.openid, u)} IN ({marks})"
+            )
+        if which == "states":
+            return (f"SELECT {self._col(_kv.c.key)}, {self._col(_kv.c.expires_at)} FROM {self._table(_kv)} "
+                    f"WHERE {self._col(_kv.c.key)} IN ({marks})")
+        # Each owner column on its own: with ``household_id … OR reporter_id …`` SQLite walks the
+        # whole open-queue index instead (see ``cases._owner_conditions``). Closed cases are filtered after.
+        cols = ", ".join(self._col(c) for c in (_case.c.id, _case.c.household_id, _case.c.reporter_id,
+                                                 _case.c.created_at, _case.c.closed_at))
+        return f"SELECT {cols} FROM {self._table(_case)} WHERE {self._col(_case.c[which])} IN ({marks})"
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def _insert(self, table_name: str, keys: frozenset[str], returning_id: bool) -> tuple[str, list]:
+        """``INSERT`` of the columns in ``keys`` and of every other column with a Python-side
+        default (as Core fills them), and how to make each row's values: ``[(key, default, binder)]``."""
+        table = _TABLES[table_name]
+        parts = []
+        for column in table.columns:
+            if column.key in keys:
+                parts.append((column, column.key, None))
+            elif column.default is not None and not column.primary_key:
+                parts.append((column, None, column.default))
+        names = ", ".join(self._col(c) for c, _, _ in parts)
+        sql = f"INSERT INTO {self._table(table)} ({names}) VALUES ({self._marks(len(parts))})"
+        if returning_id:
+            sql += f" RETURNING {self._col(table.c.id)}"
+        return sql, [(key, default, self._binder(column)) for column, key, default in parts]
+
+    def _rows(self, table: Table, rows: list[dict[str, Any]], *, returning_id: bool = False) -> tuple[str, list]:
+        sql, plan = self._insert(table.name, frozenset(rows[0]), returning_id)
+        values = []
+        for row in rows:
+            out = []
+            for key, default, binder in plan:
+                if key is not None:
+                    value = row[key]
+                elif default.is_callable:
+                    value = default.arg(None)
+                else:
+                    value = default.arg
+                out.append(value if binder is None or value is None else binder(value))
+            values.append(tuple(out))
+        return sql, values
+
+    # --- the reads ------------------------------------------------------------------------------
+
+    def reporters(self, cur: Cursor, openids: Sequence[str], *, app: str = "oa") -> dict[str, Reporter]:
+        """The senders of ``openids`` that exist, by openid."""
+        cur.execute(self._select_in("reporters", len(openids)), [app, *openids])
+        return {r.openid: r for r in (Reporter(*self._read(row, self._reporter_readers)) for row in cur.fetchall())}
+
+    def open_states(self, cur: Cursor, keys: Sequence[str], now: dt.datetime) -> set[str]:
+        """Which of ``keys`` hold a live value in the database key-value table (``DatabaseKV``)."""
+        cur.execute(self._select_in("states", len(keys)), list(keys))
+        out = set()
+        for key, expires in cur.fetchall():
+            if expires is not None and self._expires is not None:
+                expires = self._expires(expires)
+            if expires is None or expires > now:
+                out.add(key)
+        return out
+
+    def deadline_rules(self, cur: Cursor, step: str) -> dict[int | None, int]:
+        """``{region_id (None: every region): working days}`` for ``step``."""
+        cur.execute(self._rules, [step])
+        return {region_id: days for region_id, days in cur.fetchall()}
+
+    def latest_open_cases(self, cur: Cursor, owners: Sequence[tuple[int | None, int | None]]) -> list[int | None]:
+        """For each ``(household_id, reporter_id)``: the id of its newest open case (a possible
+        duplicate), as ``cases.open_case_for`` finds it."""
+        newest: dict[tuple[str, int], _OpenCase] = {}
+        for column, position in (("household_id", 0), ("reporter_id", 1)):
+            wanted = sorted({o[position] for o in owners if o[position] is not None})
+            if not wanted:
+                continue
+            cur.execute(self._select_in(column, len(wanted)), wanted)
+            for row in cur.fetchall():
+                r = _OpenCase(*self._read(row, self._case_readers))
+                if r.closed_at is not None:
+                    continue
+                key = (column, getattr(r, column))
+                if key not in newest or (r.created_at, r.id) > (newest[key].created_at, newest[key].id):
+                    newest[key] = r
+        out = []
+        for household_id, reporter_id in owners:
+            found = [newest.get(k) for k in (("household_id", household_id), ("reporter_id", reporter_id))]
+            found = [r for r in found if r is not None]
+            out.append(max(found, key=lambda r: (r.created_at, r.id)).id if found else None)
+        return out
+
+    # --- the writes -----------------------------------------------------------------------------
+
+    def take_refs(self, cur: Cursor, now: dt.datetime, count: int) -> list[str]:
+        """``count`` consecutive reference numbers of ``now``'s day (CST), as ``refs.next_ref`` hands
+        them out one by one. The first batch of a day creates the counter row; a racing one fails
+        with ``IntegrityError``."""
+        day = now.astimezone(CST).strftime("%Y%m%d")
+        cur.execute(self._take_seq, [count, day])
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(self._new_day, [day, count])
+            last = count
+        else:
+            last = row[0]
+        return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]
+
+    def insert_cases(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[int]:
+        """Insert the cases (each ``fields`` as ``cases.create_case`` takes them, plus ``ref``,
+        ``inbound_key`` and the ``actor_*`` of its ``created`` event) and their first events; the
+        new ids in order."""
+        rows = []
+        for c in cases:
+            risk_types = list(c.get("risk_types") or [])
+            rows.append({  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
+                "possible_duplicate_of_id": None,
+                **{k: v for k, v in c.items() if not k.startswith("actor_")},
+                "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
+                "created_at": now, "updated_at": now, "step_started_at": now,
+            })
+        sql, values = self._rows(_case, rows, returning_id=True)
+        if self.returning_many:
+            cur.executemany(sql, values, returning=True)
+            ids = [cur.fetchone()[0]]
+            while cur.nextset():
+                ids.append(cur.fetchone()[0])
+        else:  # sqlite3's executemany returns no rows: one statement per case (microseconds each)
+            ids = []
+            for v in values:
+                cur.execute(sql, v)
+                ids.append(cur.fetchone()[0])
+        sql, values = self._rows(_event, [
+            {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
+             "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
+             "data": {"channel": row["channel"], "urgent": row["urgent"]}}
+            for case_id, c, row in zip(ids, cases, rows, strict=True)
+        ])
+        cur.executemany(sql, values)
+        return ids
+
+    def record_answered(self, cur: Cursor, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
+        """The inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with
+        their stored replies: what ``claim_inbound`` + ``reply_once`` write in two transactions each.
+        ``IntegrityError`` when one was seen before."""
+        sql, values = self._rows(_inbound, [{**m, "msg_type": m["msg_type"][:32], "received_at": now}
+                                            for m in messages])
+        cur.executemany(sql, values)
+
+    def put_states(self, cur: Cursor, values: dict[str, str], *, expires_at: dt.datetime | None) -> None:
+        """``DatabaseKV.set`` of several keys inside this transaction (insert or overwrite)."""
+        if not values:
+            return
+        _, bind_value, bind_expires = self._state_binders
+        expires = expires_at if expires_at is None or bind_expires is None else bind_expires(expires_at)
+        cur.executemany(self._upsert_state, [
+            (k, v if bind_value is None else bind_value(v), expires) for k, v in values.items()])
