@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -34,6 +35,25 @@ def _instance_secret(path: Path, make) -> str:
     return value
 
 
+_frozen = False
+
+
+def _freeze_long_lived() -> None:
+    """Once per process, after the model and the index are loaded: move every object alive now
+    out of the garbage collector's sight (``gc.freeze``).
+
+    The model brings hundreds of thousands of Python objects that live as long as the process,
+    and every full collection walked them all: with the model loaded, a one-click report through
+    the WSGI app cost 0.62 ms of CPU, 0.59 after the freeze, the same as with the collector off.
+    Garbage is collected first so none of it is kept for good.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -63,6 +83,7 @@ class Services:
                         )
                     embedder = load_embedder(s.embedding_model or None, s.instance_path)
                     self._kb = KnowledgeBase.load(s.index_dir, embedder, corpus_dir=s.effective_corpus_dir)
+                    _freeze_long_lived()
         return self._kb
 
     def set_knowledge(self, kb) -> None:

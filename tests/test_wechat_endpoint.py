@@ -252,3 +252,19 @@ def test_nothing_ever_answers_500(plain):
         conn.execute(text("DROP TABLE inboundmessage"))
     reply = user.text("你好")
     assert reply.status == 200 and "系统繁忙" in reply.text
+
+
+def test_wechat_requests_open_no_cookie_session(plain):
+    """WeChat sends no cookies: /wechat gets Flask's null session (nothing signed, nothing set),
+    while the console keeps its signed session cookie."""
+    from flask import session
+
+    user = plain.user("o-cookie")
+    plain.client.set_cookie("session", "forged-or-stale")
+    response = user.post_raw(*user.request(user.xml(user.fields("text", Content="你好", MsgId=7))))
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    null = plain.app.session_interface.is_null_session
+    with plain.app.test_request_context("/wechat", method="POST"):
+        assert null(session)
+    with plain.app.test_request_context("/console/login"):
+        assert not null(session)

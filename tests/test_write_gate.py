@@ -42,6 +42,8 @@ def write_from_another_thread(engine, k: int) -> float:
 def test_connections_carry_the_gate(engine):
     with engine.connect() as conn:
         assert isinstance(conn.connection.dbapi_connection, _GatedConnection)
+        # and keep statement journals in memory (no /var/tmp/etilqs_* file per multi-row insert)
+        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 2
 
 
 def test_the_turn_is_given_back_after_commit_rollback_and_error(engine):
