@@ -147,7 +147,7 @@ def phases(users: int, db_url: str | None, mode: str) -> dict[str, dict[str, flo
     codec, ctx, quick = d.services.extras["wechat"].codec, d.ctx, d.services.extras["wechat"].inbox.quick
     out: dict[str, dict[str, float]] = {}
     try:
-        for path in ("flood path (one transaction)", "general path (four transactions)"):
+        for path in ("flood path (reads, then one write transaction)", "general path (four transactions)"):
             requests = []
             for openid in d.bound_openids(users + 50, prefix=f"o-phase-{len(out)}"):
                 u = d.user(openid, None)

@@ -268,3 +268,22 @@ def test_wechat_requests_open_no_cookie_session(plain):
         assert null(session)
     with plain.app.test_request_context("/console/login"):
         assert not null(session)
+
+
+@pytest.mark.parametrize("mode", ["plain", "safe"])
+def test_a_cdata_end_in_a_message_leaves_the_reply_readable(tmp_path, mode):
+    """Found by the fuzz run: ``]]>`` in ToUserName or FromUserName (a forged message, written
+    with ``&gt;``) was copied into the reply's CDATA and broke its XML. The reply now parses and
+    carries the values intact."""
+    w = WeChatApp(tmp_path, mode=mode, knowledge=FakeKnowledge())
+    try:
+        user = w.user("o-a]]>b")
+        xml = (f"<xml><ToUserName>gh_x]]&gt;&lt;evil/&gt;</ToUserName><FromUserName>o-a]]&gt;b</FromUserName>"
+               f"<CreateTime>{int(time.time())}</CreateTime><MsgType>text</MsgType>"
+               "<Content>你好</Content><MsgId>9</MsgId></xml>")
+        reply = user.read(user.post_raw(*user.request(xml)))
+        assert reply.status == 200 and reply.fields is not None  # WeChatUser.read parsed it
+        assert reply.fields["ToUserName"] == "o-a]]>b" and reply.fields["FromUserName"] == "gh_x]]><evil/>"
+        assert "evil" not in reply.fields
+    finally:
+        w.close()

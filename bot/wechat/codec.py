@@ -166,10 +166,18 @@ class Codec:
         if not text:
             return SUCCESS, "text/plain; charset=utf-8"
         ts = int(time.time() if now is None else now)
-        xml = TextReply(source=inbound.account, target=inbound.openid, content=fit(text), time=ts).render()
+        xml = TextReply(source=_cdata(inbound.account), target=_cdata(inbound.openid), content=_cdata(fit(text)),
+                        time=ts).render()
         if encrypted and self.crypto is not None:
             xml = self.crypto._encrypt_message(xml, secrets.token_hex(5), str(ts), _SecurePrpCrypto)
         return xml, "application/xml; charset=utf-8"
+
+
+def _cdata(value: str) -> str:
+    """``value`` for the inside of wechatpy's ``<![CDATA[…]]>``: a ``]]>`` in it (an account or
+    openid in a forged message, a villager's words quoted back) would end the section early and
+    make the reply unreadable XML, so it is split across two sections, as XML has it."""
+    return value.replace("]]>", "]]]]><![CDATA[>")
 
 
 def _parse(raw: bytes) -> dict:
