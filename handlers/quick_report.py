@@ -209,6 +209,8 @@ class GroupCommit:
                     self._leading = False
             for job in batch:
                 job.done.set()
+        if self._state_in_db:  # the states went into the key-value table: purge the expired now and then
+            self.ctx.kv.maintain()
 
     def _run(self, batch: list[_Job]) -> None:
         self.batch_sizes[len(batch)] += 1

@@ -8,14 +8,24 @@ Values are strings; callers serialise.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import time
 from typing import Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from .db import session_scope
 from .models import KeyValue, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two purges of expired rows by one ``DatabaseKV`` (per process), and the most
+#: rows one purge deletes (a purge that deletes that many runs again on the next write).
+PURGE_EVERY = 60.0
+PURGE_LIMIT = 1000
 
 
 class KV(Protocol):
@@ -27,9 +37,47 @@ class KV(Protocol):
     def incr(self, key: str, *, ttl: int) -> int: ...
 
 
+def purge_expired(engine: Engine, *, now: dt.datetime | None = None, limit: int = PURGE_LIMIT) -> int:
+    """Delete up to ``limit`` rows of the key-value table whose time is up; how many went.
+
+    Without it the table only grows: a dialogue state per villager who ever wrote, a mini-program
+    rate-limit counter per user and IP for every minute they used it.
+    """
+    now = now or utcnow()
+    # Found by a read (the scan holds up no writer; there is no index on expires_at, which every
+    # write would pay for), then deleted by key in a short write transaction.
+    with engine.connect() as conn:
+        keys = list(conn.execute(select(KeyValue.key).where(
+            KeyValue.expires_at.is_not(None), KeyValue.expires_at <= now).limit(limit)).scalars())
+    if not keys:
+        return 0
+    with session_scope(engine) as session:
+        return session.execute(delete(KeyValue).where(
+            KeyValue.key.in_(keys), KeyValue.expires_at.is_not(None), KeyValue.expires_at <= now)).rowcount or 0
+
+
 class DatabaseKV:
+    """The key-value table. Expired rows read as absent and are deleted about once a minute by
+    whichever write comes first (:meth:`maintain`)."""
+
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._next_purge = 0.0
+        self._purging = threading.Lock()
+
+    def maintain(self) -> None:
+        """Purge expired rows if :data:`PURGE_EVERY` seconds have passed since the last purge
+        (one thread at a time; a failure is logged and tried again at the next interval)."""
+        if time.monotonic() < self._next_purge or not self._purging.acquire(blocking=False):
+            return
+        try:
+            self._next_purge = time.monotonic() + PURGE_EVERY
+            if purge_expired(self.engine, limit=PURGE_LIMIT) >= PURGE_LIMIT:
+                self._next_purge = 0.0  # more left: go on at the next write
+        except Exception:
+            log.warning("purging expired key-value rows failed; trying again later", exc_info=True)
+        finally:
+            self._purging.release()
 
     def get(self, key: str) -> str | None:
         with Session(self.engine) as session:
@@ -47,6 +95,7 @@ class DatabaseKV:
             row.value = value
             row.expires_at = expires
             session.add(row)
+        self.maintain()
 
     def delete(self, key: str) -> None:
         with session_scope(self.engine) as session:
@@ -63,7 +112,9 @@ class DatabaseKV:
                 row.expires_at = now + dt.timedelta(seconds=ttl)
             row.value = str(int(row.value) + 1)
             session.add(row)
-            return int(row.value)
+            value = int(row.value)
+        self.maintain()
+        return value
 
 
 class RedisKV:

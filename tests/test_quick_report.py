@@ -247,3 +247,19 @@ def test_with_redis_the_states_of_a_batch_go_there(tmp_path, db_url):
             assert len(rows(w, Case)) == 3
         finally:
             w.close()
+
+
+def test_the_flood_path_purges_expired_states_now_and_then(app):
+    """Its dialogue states go into the key-value table without ``DatabaseKV.set``: the leader
+    purges the expired ones on the same schedule."""
+    import datetime as dt
+
+    from storage.models import utcnow
+
+    bind(app, "o-purge")
+    with Session(app.services.engine) as s:
+        s.add(KeyValue(key="wechat:dlg:o-gone", value="{}", expires_at=utcnow() - dt.timedelta(minutes=1)))
+        s.commit()
+    app.ctx.kv._next_purge = 0.0
+    assert app.inbox.handle(click("o-purge"))
+    assert [r.key for r in rows(app, KeyValue)] == ["wechat:dlg:o-purge"]
