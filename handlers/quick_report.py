@@ -66,9 +66,11 @@ def _ask_risk() -> str:
 def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool) -> list[_Filed | None]:
     """File every report of ``msgs`` it can in one transaction; None for the rest.
 
-    Everything that only reads (senders, open dialogues, deadline rules, open cases) and the
-    work in Python are done first, outside the write transaction, so that SQLite's write lock,
-    which every process on the database shares, is held only for the inserts and the commit.
+    Everything that only reads (senders, open dialogues, open cases in one statement; deadline
+    rules) and the work in Python are done first, outside the write transaction, so that
+    SQLite's write lock, which every process on the database shares, is held only for the
+    inserts and the commit. Reads and writes share one pooled connection (on PostgreSQL, one
+    transaction).
 
     Raises (``IntegrityError`` above all) when the batch as a whole cannot be committed: then
     nothing of it was written.
@@ -77,47 +79,51 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool) -> list[
     sql = intake.statements(ctx.engine)
     results: list[_Filed | None] = [None] * len(msgs)
     keys = [_key(m.openid) for m in msgs]
-    with dbapi_reading(ctx.engine) as cur:
-        chosen = _choose(ctx, sql, cur, msgs, keys, now, state_in_db=state_in_db)
+    with dbapi_reading(ctx.engine) as reader:
+        chosen = _choose(ctx, sql, reader, msgs, now, state_in_db=state_in_db)
         if not chosen:
             return results
-        duplicates = sql.latest_open_cases(cur, [(c["household_id"], c["reporter_id"]) for _, c in chosen])
-    for (_, case), dup in zip(chosen, duplicates, strict=True):
-        case["possible_duplicate_of_id"] = dup
-    with dbapi_writing(ctx.engine) as cur:
-        refs = sql.take_refs(cur, now, len(chosen))
-        for (_, case), ref in zip(chosen, refs, strict=True):
-            case["ref"] = ref
-        ids = sql.insert_cases(cur, [c for _, c in chosen], now=now)
-        messages, states = [], {}
-        for (i, case), case_id in zip(chosen, ids, strict=True):
-            text = _reply(case["ref"], case["due_at"])
-            state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": case["ref"],
-                                "at": time.time()}, ensure_ascii=False)
-            msg = msgs[i]
-            messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
-                             "reply": answered_record(text), "case_id": case_id})
-            states[keys[i]] = state
-            results[i] = _Filed(text, keys[i], state)
-        sql.record_answered(cur, messages, now=now)
-        if state_in_db:
-            sql.put_states(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+        with dbapi_writing(ctx.engine, on=reader) as cur:
+            _write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db)
     return results
 
 
-def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str], now: dt.datetime, *,
+def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
+           chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
+           state_in_db: bool) -> None:
+    """The write transaction of :func:`file_batch`: references, cases, events, message records
+    with their replies, dialogue states; fills ``results``."""
+    refs = sql.take_refs(cur, now, len(chosen))
+    for (_, case), ref in zip(chosen, refs, strict=True):
+        case["ref"] = ref
+    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now)
+    messages, states = [], {}
+    for (i, case), case_id in zip(chosen, ids, strict=True):
+        text = _reply(case["ref"], case["due_at"])
+        state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": case["ref"],
+                            "at": time.time()}, ensure_ascii=False)
+        msg = msgs[i]
+        messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
+                         "reply": answered_record(text), "case_id": case_id})
+        states[keys[i]] = state
+        results[i] = _Filed(text, keys[i], state)
+    sql.record_answered(cur, messages, now=now)
+    if state_in_db:
+        sql.put_states(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+
+
+def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], now: dt.datetime, *,
             state_in_db: bool) -> list[tuple[int, dict]]:
     """The reports of ``msgs`` this path files, as ``(index, case fields)``: known, registered
     senders with no dialogue open, one report per sender and household."""
-    busy = sql.open_states(cur, keys, now) if state_in_db else set()
-    senders = sql.reporters(cur, [m.openid for m in msgs])
+    senders = sql.senders(cur, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
     rules = sql.deadline_rules(cur, "warning")
     chosen: list[tuple[int, dict]] = []
     seen_users: set[int] = set()
     seen_households: set[int] = set()
     for i, msg in enumerate(msgs):
         who = senders.get(msg.openid)
-        if who is None or keys[i] in busy or who.id in seen_users or who.household_id in seen_households:
+        if who is None or who.dialogue_open(now) or who.id in seen_users or who.household_id in seen_households:
             continue
         if who.household_id is not None:
             if who.head_name is None:  # the household row is gone
@@ -142,6 +148,7 @@ def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], keys
             urgent=False, urgent_reasons="", step="warning",
             due_at=ctx.calendar.add_working_days(now, DEFAULT_STEP_DAYS["warning"] if days is None else days),
             actor_kind="villager", actor_id=None, actor_name=who.name or reporter_name,
+            possible_duplicate_of_id=who.open_case_id,
         )))
     return chosen
 

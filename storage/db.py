@@ -190,11 +190,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 @contextlib.contextmanager
 def dbapi_reading(engine: Engine) -> Iterator[Any]:
-    """A DB-API cursor of a pooled connection, for reads only; the connection goes back on leaving.
+    """A DB-API cursor of a pooled connection, for reads; the connection goes back on leaving.
 
     On SQLite (autocommit) each statement reads its own snapshot and none waits for, or holds
-    up, a writer (WAL). On PostgreSQL the reads run in one transaction, rolled back on return to
-    the pool.
+    up, a writer (WAL). On PostgreSQL the reads open a transaction, which a
+    ``dbapi_writing(engine, on=cursor)`` inside the block continues and commits; otherwise it is
+    rolled back on return to the pool.
     """
     conn = engine.raw_connection()
     try:
@@ -204,25 +205,36 @@ def dbapi_reading(engine: Engine) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def dbapi_writing(engine: Engine) -> Iterator[Any]:
+def dbapi_writing(engine: Engine, *, on: Any = None) -> Iterator[Any]:
     """A DB-API cursor in a write transaction, committed when the block ends, rolled back on any error.
 
     It begins as every transaction of :func:`make_engine`'s engines does (on SQLite: the write
     gate, then ``BEGIN IMMEDIATE``), without SQLAlchemy's execution machinery in the way: for
-    the few hot statements written for the driver (``storage.intake``).
+    the few hot statements written for the driver (``storage.intake``). ``on``: a cursor of
+    :func:`dbapi_reading` whose connection to write on (one pool checkout for both).
     """
+    if on is not None:
+        with _writing(engine, on.connection) as cur:
+            yield cur
+        return
     conn = engine.raw_connection()
     try:
-        if is_sqlite(engine):
-            _begin_immediate(conn.dbapi_connection)
-        cur = conn.cursor()
-        yield cur
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+        with _writing(engine, conn.dbapi_connection) as cur:
+            yield cur
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _writing(engine: Engine, dbapi_conn: Any) -> Iterator[Any]:
+    try:
+        if is_sqlite(engine):
+            _begin_immediate(dbapi_conn)
+        yield dbapi_conn.cursor()
+        dbapi_conn.commit()
+    except BaseException:
+        dbapi_conn.rollback()
+        raise
 
 
 def init_db(engine: Engine) -> None:

@@ -3,9 +3,10 @@
 After a flood a county sends thousands of households to the same menu button within minutes.
 The ORM path (``cases.create_case`` and friends) costs about 7 ms of CPU, four transactions and
 about twenty statements per report. :class:`Statements` does the same for a whole batch of
-reports in about ten statements: reads first (reporters, dialogue states, deadline rules, open
-cases), outside the write transaction, then the writes (references, cases, first timeline
-events, the message records with their replies and, without Redis, the new dialogue states).
+reports in about eight statements: two reads first (the senders with their households,
+villages, dialogue states and open cases in one; the deadline rules), outside the write
+transaction, then the writes (references, cases, first timeline events, the message records
+with their replies and, without Redis, the new dialogue states).
 
 The statements are SQL text built once per database dialect from the tables' own metadata and
 run on the driver's cursor: SQLAlchemy's execution machinery costs 40–60 µs a statement, which
@@ -57,9 +58,10 @@ _kv: Table = KeyValue.__table__
 _TABLES = {t.name: t for t in (_case, _event, _inbound)}
 
 
-class Reporter(NamedTuple):
-    """The sender, the household they are bound to (``head_name`` None: not bound, or the household
-    is gone) and the village of either."""
+class Sender(NamedTuple):
+    """The sender of a message, the household they are bound to (``head_name`` None: not bound,
+    or the household is gone), the village of either, their dialogue state in the key-value
+    table (when asked for) and the newest open case of their household and of themselves."""
 
     openid: str
     id: int
@@ -72,14 +74,24 @@ class Reporter(NamedTuple):
     village_row_id: int | None
     village_level: str | None
     village_path: str | None
+    state_key: str | None
+    state_expires_at: dt.datetime | None
+    household_case_id: int | None
+    household_case_at: dt.datetime | None
+    own_case_id: int | None
+    own_case_at: dt.datetime | None
 
+    def dialogue_open(self, now: dt.datetime) -> bool:
+        """A live dialogue state (``DatabaseKV.get`` would return it)."""
+        return self.state_key is not None and (self.state_expires_at is None or self.state_expires_at > now)
 
-class _OpenCase(NamedTuple):
-    id: int
-    household_id: int | None
-    reporter_id: int | None
-    created_at: dt.datetime
-    closed_at: dt.datetime | None
+    @property
+    def open_case_id(self) -> int | None:
+        """The newest open case of the household or the sender (a possible duplicate), as
+        ``cases.open_case_for`` finds it: newest ``created_at``, then highest id."""
+        found = [(at, cid) for cid, at in ((self.household_case_id, self.household_case_at),
+                                           (self.own_case_id, self.own_case_at)) if cid is not None]
+        return max(found)[1] if found else None
 
 
 Cursor = Any  #: a DB-API 2 cursor (sqlite3, psycopg)
@@ -112,12 +124,10 @@ class Statements:
         #: racing on another worker, the day's first reference taken twice): the driver's error, or
         #: SQLAlchemy's around it when it comes from the commit.
         self.conflict: tuple[type[BaseException], ...] = (IntegrityError, dialect.loaded_dbapi.IntegrityError)
-        self._reporter_readers = self._readers([
+        self._sender_readers = self._readers([
             _user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id, _user.c.name, _user.c.phone_enc,
-            _user.c.consented_at, _household.c.head_name, _region.c.id, _region.c.level, _region.c.path])
-        self._case_readers = self._readers(
-            [_case.c.id, _case.c.household_id, _case.c.reporter_id, _case.c.created_at, _case.c.closed_at])
-        self._expires = self._reader(_kv.c.expires_at)
+            _user.c.consented_at, _household.c.head_name, _region.c.id, _region.c.level, _region.c.path,
+            _kv.c.key, _kv.c.expires_at, _case.c.id, _case.c.created_at, _case.c.id, _case.c.created_at])
         kv = self._table(_kv)
         k, v, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
         self._upsert_state = (
@@ -156,31 +166,37 @@ class Statements:
         return [value if fn is None or value is None else fn(value) for value, fn in zip(row, readers, strict=True)]
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one Statements per dialect, kept for the process
-    def _select_in(self, which: str, n: int) -> str:
-        """The reads that take a list (``IN (?, ?, …)`` of ``n``), built once per length."""
-        marks = self._marks(n)
-        if which == "reporters":
-            u, h, r = "u", "h", "r"
-            cols = ", ".join([self._col(c, u) for c in (
-                _user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id, _user.c.name,
-                _user.c.phone_enc, _user.c.consented_at)] + [self._col(_household.c.head_name, h)] + [
-                self._col(c, r) for c in (_region.c.id, _region.c.level, _region.c.path)])
-            return (
-                f"SELECT {cols} FROM {self._table(_user)} {u} "
-                f"LEFT OUTER JOIN {self._table(_household)} {h} ON {self._col(_household.c.id, h)} = "
-                f"{self._col(_user.c.household_id, u)} "
-                f"LEFT OUTER JOIN {self._table(_region)} {r} ON {self._col(_region.c.id, r)} = "
-                f"coalesce({self._col(_household.c.village_id, h)}, {self._col(_user.c.village_id, u)}) "
-                f"WHERE {self._col(_user.c.app, u)} = {self.mark} AND {self._col(_user.c.openid, u)} IN ({marks})"
-            )
-        if which == "states":
-            return (f"SELECT {self._col(_kv.c.key)}, {self._col(_kv.c.expires_at)} FROM {self._table(_kv)} "
-                    f"WHERE {self._col(_kv.c.key)} IN ({marks})")
-        # Each owner column on its own: with ``household_id … OR reporter_id …`` SQLite walks the
-        # whole open-queue index instead (see ``cases._owner_conditions``). Closed cases are filtered after.
-        cols = ", ".join(self._col(c) for c in (_case.c.id, _case.c.household_id, _case.c.reporter_id,
-                                                 _case.c.created_at, _case.c.closed_at))
-        return f"SELECT {cols} FROM {self._table(_case)} WHERE {self._col(_case.c[which])} IN ({marks})"
+    def _senders_sql(self, n: int, with_state: bool) -> str:
+        """The one read of a batch (``n`` openids): senders, households, villages, dialogue states
+        and the newest open case of each household and sender, built once per length."""
+        col = self._col
+        u, h, r, k = "u", "h", "r", "k"
+
+        def newest(owner: Column, outer: str, what: Column) -> str:
+            # Each owner column on its own: with ``household_id … OR reporter_id …`` SQLite walks the
+            # whole open-queue index instead (see ``cases._owner_conditions``).
+            return (f"(SELECT {col(what, 'c')} FROM {self._table(_case)} c WHERE {col(owner, 'c')} = {outer} "
+                    f"AND {col(_case.c.closed_at, 'c')} IS NULL "
+                    f"ORDER BY {col(_case.c.created_at, 'c')} DESC, {col(_case.c.id, 'c')} DESC LIMIT 1)")
+
+        own = [col(c, u) for c in (_user.c.openid, _user.c.id, _user.c.household_id, _user.c.village_id,
+                                   _user.c.name, _user.c.phone_enc, _user.c.consented_at)]
+        state = [col(_kv.c.key, k), col(_kv.c.expires_at, k)] if with_state else ["NULL", "NULL"]
+        cases = [newest(_case.c.household_id, col(_user.c.household_id, u), _case.c.id),
+                 newest(_case.c.household_id, col(_user.c.household_id, u), _case.c.created_at),
+                 newest(_case.c.reporter_id, col(_user.c.id, u), _case.c.id),
+                 newest(_case.c.reporter_id, col(_user.c.id, u), _case.c.created_at)]
+        cols = ", ".join(own + [col(_household.c.head_name, h)] + [col(c, r) for c in (
+            _region.c.id, _region.c.level, _region.c.path)] + state + cases)
+        sql = (
+            f"SELECT {cols} FROM {self._table(_user)} {u} "
+            f"LEFT OUTER JOIN {self._table(_household)} {h} ON {col(_household.c.id, h)} = {col(_user.c.household_id, u)} "
+            f"LEFT OUTER JOIN {self._table(_region)} {r} ON {col(_region.c.id, r)} = "
+            f"coalesce({col(_household.c.village_id, h)}, {col(_user.c.village_id, u)}) "
+        )
+        if with_state:
+            sql += f"LEFT OUTER JOIN {self._table(_kv)} {k} ON {col(_kv.c.key, k)} = {self.mark} || {col(_user.c.openid, u)} "
+        return sql + f"WHERE {col(_user.c.app, u)} = {self.mark} AND {col(_user.c.openid, u)} IN ({self._marks(n)})"
 
     @functools.lru_cache(maxsize=16)  # noqa: B019
     def _insert(self, table_name: str, keys: frozenset[str], returning_id: bool) -> tuple[str, list]:
@@ -217,49 +233,18 @@ class Statements:
 
     # --- the reads ------------------------------------------------------------------------------
 
-    def reporters(self, cur: Cursor, openids: Sequence[str], *, app: str = "oa") -> dict[str, Reporter]:
-        """The senders of ``openids`` that exist, by openid."""
-        cur.execute(self._select_in("reporters", len(openids)), [app, *openids])
-        return {r.openid: r for r in (Reporter(*self._read(row, self._reporter_readers)) for row in cur.fetchall())}
-
-    def open_states(self, cur: Cursor, keys: Sequence[str], now: dt.datetime) -> set[str]:
-        """Which of ``keys`` hold a live value in the database key-value table (``DatabaseKV``)."""
-        cur.execute(self._select_in("states", len(keys)), list(keys))
-        out = set()
-        for key, expires in cur.fetchall():
-            if expires is not None and self._expires is not None:
-                expires = self._expires(expires)
-            if expires is None or expires > now:
-                out.add(key)
-        return out
+    def senders(self, cur: Cursor, openids: Sequence[str], *, app: str = "oa",
+                state_prefix: str | None = None) -> dict[str, Sender]:
+        """The senders of ``openids`` that exist, by openid, in one statement. ``state_prefix``:
+        read their dialogue states from the key-value table under ``state_prefix + openid``."""
+        params = ([state_prefix] if state_prefix is not None else []) + [app, *openids]
+        cur.execute(self._senders_sql(len(openids), state_prefix is not None), params)
+        return {r.openid: r for r in (Sender(*self._read(row, self._sender_readers)) for row in cur.fetchall())}
 
     def deadline_rules(self, cur: Cursor, step: str) -> dict[int | None, int]:
         """``{region_id (None: every region): working days}`` for ``step``."""
         cur.execute(self._rules, [step])
         return {region_id: days for region_id, days in cur.fetchall()}
-
-    def latest_open_cases(self, cur: Cursor, owners: Sequence[tuple[int | None, int | None]]) -> list[int | None]:
-        """For each ``(household_id, reporter_id)``: the id of its newest open case (a possible
-        duplicate), as ``cases.open_case_for`` finds it."""
-        newest: dict[tuple[str, int], _OpenCase] = {}
-        for column, position in (("household_id", 0), ("reporter_id", 1)):
-            wanted = sorted({o[position] for o in owners if o[position] is not None})
-            if not wanted:
-                continue
-            cur.execute(self._select_in(column, len(wanted)), wanted)
-            for row in cur.fetchall():
-                r = _OpenCase(*self._read(row, self._case_readers))
-                if r.closed_at is not None:
-                    continue
-                key = (column, getattr(r, column))
-                if key not in newest or (r.created_at, r.id) > (newest[key].created_at, newest[key].id):
-                    newest[key] = r
-        out = []
-        for household_id, reporter_id in owners:
-            found = [newest.get(k) for k in (("household_id", household_id), ("reporter_id", reporter_id))]
-            found = [r for r in found if r is not None]
-            out.append(max(found, key=lambda r: (r.created_at, r.id)).id if found else None)
-        return out
 
     # --- the writes -----------------------------------------------------------------------------
 

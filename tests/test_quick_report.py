@@ -212,12 +212,16 @@ def test_open_case_lookups_use_the_owner_indexes(tmp_path):
                  for cond in _owner_conditions(1, 2)]
         queries = [(str(stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})), ())
                    for stmt in stmts]
-        flood = statements(w.services.engine)
-        queries += [(flood._select_in(column, 2), (1, 2)) for column in ("household_id", "reporter_id")]
         with w.services.engine.connect() as conn:
             for sql, params in queries:
                 plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
                 assert "ix_case_household_id" in plan or "ix_case_reporter_id" in plan, plan
+            # The flood path's one read: each open-case subquery through its owner's index, no scan.
+            flood = statements(w.services.engine)._senders_sql(2, True)
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + flood, ("wechat:dlg:", "oa", "o-1", "o-2")))
+            assert "ix_case_household_id" in plan and "ix_case_reporter_id" in plan, plan
+            assert "SCAN c" not in plan and "SCAN u" not in plan, plan
     finally:
         w.close()
 
