@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from storage import intake
 from storage.db import dbapi_reading, dbapi_writing
-from storage.kv import DatabaseKV, set_many
+from storage.kv import DatabaseKV, get_many, set_many
 from storage.models import utcnow
 
 from . import texts
@@ -63,8 +63,10 @@ def _ask_risk() -> str:
     return texts.ASK_RISK.format(menu=texts.risk_menu())
 
 
-def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool) -> list[_Filed | None]:
-    """File every report of ``msgs`` it can in one transaction; None for the rest.
+def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
+               busy: frozenset[str] = frozenset()) -> list[_Filed | None]:
+    """File every report of ``msgs`` it can in one transaction; None for the rest (among them the
+    senders in ``busy``: a dialogue is open in a key-value store other than the database).
 
     Everything that only reads (senders, open dialogues, open cases in one statement; deadline
     rules) and the work in Python are done first, outside the write transaction, so that
@@ -80,7 +82,7 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool) -> list[
     results: list[_Filed | None] = [None] * len(msgs)
     keys = [_key(m.openid) for m in msgs]
     with dbapi_reading(ctx.engine) as reader:
-        chosen = _choose(ctx, sql, reader, msgs, now, state_in_db=state_in_db)
+        chosen = _choose(ctx, sql, reader, msgs, now, state_in_db=state_in_db, busy=busy)
         if not chosen:
             return results
         with dbapi_writing(ctx.engine, on=reader) as cur:
@@ -113,7 +115,7 @@ def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
 
 
 def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], now: dt.datetime, *,
-            state_in_db: bool) -> list[tuple[int, dict]]:
+            state_in_db: bool, busy: frozenset[str]) -> list[tuple[int, dict]]:
     """The reports of ``msgs`` this path files, as ``(index, case fields)``: known, registered
     senders with no dialogue open, one report per sender and household."""
     senders = sql.senders(cur, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
@@ -123,7 +125,8 @@ def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], now:
     seen_households: set[int] = set()
     for i, msg in enumerate(msgs):
         who = senders.get(msg.openid)
-        if who is None or who.dialogue_open(now) or who.id in seen_users or who.household_id in seen_households:
+        if (who is None or who.dialogue_open(now) or msg.openid in busy or who.id in seen_users
+                or who.household_id in seen_households):
             continue
         if who.household_id is not None:
             if who.head_name is None:  # the household row is gone
@@ -182,13 +185,6 @@ class GroupCommit:
 
     def file(self, msg: Inbound) -> str | None:
         """The acknowledgement of ``msg``'s report once committed, or None: the general path decides."""
-        if not self._state_in_db:
-            try:
-                if self.ctx.kv.get(_key(msg.openid)) is not None:
-                    return None  # a dialogue is open
-            except Exception:
-                log.exception("reading the dialogue state failed; trying the general path")
-                return None
         job = _Job(msg)
         with self._lock:
             self._waiting.append(job)
@@ -223,13 +219,21 @@ class GroupCommit:
         self.batch_sizes[len(batch)] += 1
         msgs = [job.msg for job in batch]
         in_db = self._state_in_db
+        busy: frozenset[str] = frozenset()
+        if not in_db:  # the dialogue states are in Redis: one MGET for the batch
+            try:
+                open_now = get_many(self.ctx.kv, [_key(m.openid) for m in msgs])
+            except Exception:
+                log.exception("reading the dialogue states of %d reports failed; the general path takes them", len(msgs))
+                return
+            busy = frozenset(m.openid for m, state in zip(msgs, open_now, strict=True) if state is not None)
         try:
-            results = file_batch(self.ctx, msgs, state_in_db=in_db)
+            results = file_batch(self.ctx, msgs, state_in_db=in_db, busy=busy)
         except Exception as exc:
             if not self._is_conflict(exc):
                 log.exception("filing %d one-click report(s) together failed", len(batch))
             # A retry or a racing copy refuses the whole batch: file the others one by one.
-            results = [self._one(msg, in_db) for msg in msgs] if len(batch) > 1 else [None]
+            results = [self._one(msg, in_db, busy) for msg in msgs] if len(batch) > 1 else [None]
         states = {f.state_key: f.state for f in results if f is not None}
         if states and not in_db:
             try:
@@ -241,9 +245,9 @@ class GroupCommit:
                 job.result = filed.text
                 self.filed += 1
 
-    def _one(self, msg: Inbound, in_db: bool) -> _Filed | None:
+    def _one(self, msg: Inbound, in_db: bool, busy: frozenset[str]) -> _Filed | None:
         try:
-            return file_batch(self.ctx, [msg], state_in_db=in_db)[0]
+            return file_batch(self.ctx, [msg], state_in_db=in_db, busy=busy)[0]
         except Exception as exc:
             if not self._is_conflict(exc):
                 log.exception("filing a one-click report failed; the general path takes it")

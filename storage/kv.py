@@ -29,7 +29,8 @@ PURGE_LIMIT = 1000
 
 
 class KV(Protocol):
-    """Optionally also ``set_many(values, *, ttl)``: several ``set`` at once (see ``set_many``)."""
+    """Optionally also ``get_many(keys)`` and ``set_many(values, *, ttl)``: several at once (see
+    ``get_many`` and ``set_many``)."""
 
     def get(self, key: str) -> str | None: ...
     def set(self, key: str, value: str, *, ttl: int | None = None) -> None: ...
@@ -133,6 +134,10 @@ class RedisKV:
     def delete(self, key: str) -> None:
         self.client.delete(self.prefix + key)
 
+    def get_many(self, keys: list[str]) -> list[str | None]:
+        """Several ``get`` in one round trip (MGET: the flood path reads a batch's dialogue states)."""
+        return self.client.mget([self.prefix + k for k in keys]) if keys else []
+
     def set_many(self, values: dict[str, str], *, ttl: int | None = None) -> None:
         """Several ``set`` in one round trip (the flood path stores a batch's dialogue states)."""
         pipe = self.client.pipeline(transaction=False)
@@ -183,6 +188,12 @@ class MemoryKV:
         expires = item[1] if item else time.monotonic() + ttl
         self._data[key] = (str(value), expires)
         return value
+
+
+def get_many(kv: KV, keys: list[str]) -> list[str | None]:
+    """``kv.get`` of several keys, in one round trip where the store can."""
+    many = getattr(kv, "get_many", None)
+    return many(keys) if many is not None else [kv.get(k) for k in keys]
 
 
 def set_many(kv: KV, values: dict[str, str], *, ttl: int | None = None) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 from handlers import routing
-from handlers.quick_report import GroupCommit, file_batch
+from handlers.quick_report import GroupCommit, _Job, file_batch
 from storage import session_scope
 from storage.kv import DatabaseKV
 from storage.models import Case, CaseEvent, InboundMessage, KeyValue, Region
@@ -249,6 +249,12 @@ def test_with_redis_the_states_of_a_batch_go_there(tmp_path, db_url):
             user = w.user(openids[0])
             assert user.text("2").text.startswith("已记下困难类型")  # continues from Redis
             assert len(rows(w, Case)) == 3
+            # In one batch the states come from one MGET: the registering sender is left out.
+            bind(w, "o-redis-4")
+            batch = [_Job(click("o-redis-3", 1_700_000_100)), _Job(click("o-redis-4"))]
+            gc._run(batch)
+            assert batch[0].result is None and "编号 SB" in batch[1].result
+            assert len(rows(w, Case)) == 4
         finally:
             w.close()
 
