@@ -204,6 +204,7 @@ def concurrent(threads: int, reports: int, db_url: str | None, mode: str, proces
         query, body = u.request(u.xml(u.fields("event", Event="CLICK", EventKey="REPORT")))
         environs.append(EnvironBuilder(path="/wechat", method="POST", query_string=query, data=body,
                                        content_type="text/xml").get_environ())
+    before = len(d.cases())  # with --db-url the earlier parts of the run used the same database
     d.services.engine.dispose()
 
     def one_process(mine: list) -> dict:
@@ -263,7 +264,7 @@ def concurrent(threads: int, reports: int, db_url: str | None, mode: str, proces
                 with os.fdopen(read, "rb") as fh:
                     results.append(json.loads(fh.read() or b"{}"))
                 os.waitpid(pid, 0)
-        cases = len(d.cases())
+        cases = len(d.cases()) - before
     finally:
         d.close()
     batches: dict[int, int] = defaultdict(int)
