@@ -101,7 +101,7 @@ def build_services(settings: Settings, *, create_tables: bool = True, knowledge:
     else:
         data_key = _instance_secret(inst / "data.key", generate_data_key)
     secret_key = settings.secret_key or _instance_secret(inst / "secret.key", lambda: secrets.token_urlsafe(32))
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, sqlite_sync=settings.sqlite_sync)
     if create_tables:
         init_db(engine)
     cipher = DataCipher(data_key)

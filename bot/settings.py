@@ -30,6 +30,7 @@ class Settings:
     instance_dir: str = _field("instance", "Folder for the SQLite database, generated keys, the index and the converted model")
     database_url: str = _field("", "SQLAlchemy URL; empty = SQLite file in the instance folder. e.g. postgresql://user@host/db")
     redis_url: str = _field("", "Redis URL for the access token, dialogue state and rate limits; empty = none (database/memory)")
+    sqlite_sync: str = _field("normal", "SQLite only: normal (a commit survives the service crashing) or full (also a power cut, fsync per commit)")
     secret_key: str = _field("", "Signs console session cookies; empty in development = generated into the instance folder", secret=True)
     data_key: str = _field("", "Encrypts ID numbers and phones at rest (urlsafe base64 of 32 bytes); empty in development = generated", secret=True)
     corpus_dir: str = _field("", "Policy documents with manifest.json; empty = the corpus shipped with the project")
@@ -106,6 +107,8 @@ class Settings:
         out: list[str] = []
         if self.env not in {"development", "test", "production"}:
             out.append(f"HUINONG_ENV must be development, test or production, not {self.env!r}")
+        if self.sqlite_sync not in {"normal", "full"}:
+            out.append(f"HUINONG_SQLITE_SYNC must be normal or full, not {self.sqlite_sync!r}")
         if self.effective_wechat_mode not in {"plain", "compatible", "safe"}:
             out.append("HUINONG_WECHAT_MODE must be plain, compatible or safe")
         if self.effective_wechat_mode != "plain" and len(self.wechat_aes_key) != 43:

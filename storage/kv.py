@@ -41,8 +41,8 @@ class KV(Protocol):
 def purge_expired(engine: Engine, *, now: dt.datetime | None = None, limit: int = PURGE_LIMIT) -> int:
     """Delete up to ``limit`` rows of the key-value table whose time is up; how many went.
 
-    Without it the table only grows: a dialogue state per villager who ever wrote, a mini-program
-    rate-limit counter per user and IP for every minute they used it.
+    Without it the table only grows: a dialogue state per villager who ever wrote, a login
+    counter per address that ever tried the console.
     """
     now = now or utcnow()
     # Found by a scan (there is no index on expires_at: every write would pay for one), then
@@ -155,40 +155,56 @@ class RedisKV:
 
 
 class MemoryKV:
-    """Process-local store for tests and single-process tools."""
+    """Process-local store: tests, single-process tools, and the mini-program's rate-limit
+    counters without Redis. Expired entries are dropped when read and, about once a minute, all
+    at once (a counter per user and IP and minute would otherwise pile up in every worker)."""
 
-    def __init__(self):
+    def __init__(self, *, sweep_every: float = PURGE_EVERY, clock=time.monotonic):
         self._data: dict[str, tuple[str, float | None]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sweep_every = sweep_every
+        self._next_sweep = clock() + sweep_every
 
-    def _alive(self, key: str) -> tuple[str, float | None] | None:
-        import time
-
+    def _alive(self, key: str, now: float) -> tuple[str, float | None] | None:
         item = self._data.get(key)
-        if item and item[1] is not None and item[1] <= time.monotonic():
-            self._data.pop(key, None)
+        if item and item[1] is not None and item[1] <= now:
+            del self._data[key]
             return None
         return item
 
+    def _sweep(self, now: float) -> None:
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            for key in [k for k, (_, expires) in self._data.items() if expires is not None and expires <= now]:
+                del self._data[key]
+
     def get(self, key: str) -> str | None:
-        item = self._alive(key)
+        with self._lock:
+            item = self._alive(key, self._clock())
         return item[0] if item else None
 
     def set(self, key: str, value: str, *, ttl: int | None = None) -> None:
-        import time
-
-        self._data[key] = (value, time.monotonic() + ttl if ttl else None)
+        now = self._clock()
+        with self._lock:
+            self._data[key] = (value, now + ttl if ttl else None)
+            self._sweep(now)
 
     def delete(self, key: str) -> None:
-        self._data.pop(key, None)
+        with self._lock:
+            self._data.pop(key, None)
 
     def incr(self, key: str, *, ttl: int) -> int:
-        import time
-
-        item = self._alive(key)
-        value = int(item[0]) + 1 if item else 1
-        expires = item[1] if item else time.monotonic() + ttl
-        self._data[key] = (str(value), expires)
+        now = self._clock()
+        with self._lock:
+            item = self._alive(key, now)
+            value = int(item[0]) + 1 if item else 1
+            self._data[key] = (str(value), item[1] if item else now + ttl)
+            self._sweep(now)
         return value
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 def get_many(kv: KV, keys: list[str]) -> list[str | None]:

@@ -76,3 +76,19 @@ def test_a_full_purge_goes_on_at_the_next_write(engine, monkeypatch):
     assert len(keys(engine)) == 3
     store.set("keep", "2")  # so the next write goes on at once
     assert keys(engine) == {"keep"}
+
+
+def test_memory_counters_of_past_minutes_are_swept():
+    """Without Redis the mini-program's rate limits count in each worker's memory, a key per user
+    and IP and minute (``rl:<scope>:<id>:<slot>``): the expired ones go about once a minute."""
+    from storage.kv import MemoryKV
+
+    clock = [1000.0]
+    store = MemoryKV(sweep_every=60, clock=lambda: clock[0])
+    for minute in range(30):  # one user, thirty minutes of use
+        clock[0] = 1000.0 + 60 * minute
+        assert store.incr(f"rl:user:7:{minute}", ttl=61) == 1
+    assert len(store) <= 3  # the sweep kept only the counters still alive
+    assert store.incr("rl:user:7:29", ttl=61) == 2
+    clock[0] += 120
+    assert store.get("rl:user:7:29") is None

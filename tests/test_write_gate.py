@@ -142,3 +142,23 @@ def test_the_dbapi_transactions_take_and_give_back_the_turn(engine):
         with dbapi_reading(engine) as reader:  # reads while another connection holds the turn
             assert not reader.connection.holds_gate
             assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 3  # 10, 11, 13; not 14 yet
+
+
+@pytest.mark.parametrize("sync, synchronous, pages", [("normal", 1, 1000), ("full", 2, 10000)])
+def test_sqlite_sync_sets_how_commits_reach_the_disk(tmp_path, sync, synchronous, pages):
+    """HUINONG_SQLITE_SYNC: ``full`` fsyncs every commit, and then checkpoints less often."""
+    e = make_engine(f"sqlite:///{tmp_path / 'sync.db'}", sqlite_sync=sync)
+    try:
+        with e.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == synchronous
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == pages
+    finally:
+        e.dispose()
+
+
+def test_an_unknown_sqlite_sync_is_refused():
+    from bot.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="HUINONG_SQLITE_SYNC must be normal or full"):
+        Settings.from_env({"HUINONG_SQLITE_SYNC": "off"}).validate()
+    assert Settings.from_env({"HUINONG_SQLITE_SYNC": "full"}).validate().sqlite_sync == "full"
