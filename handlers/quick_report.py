@@ -2,9 +2,9 @@
 
 What :func:`handlers.dialogue.start_report` → ``_file`` → :func:`handlers.report.submit` and the
 edge's bookkeeping (``routing.receive`` / ``complete``) do for one report in four transactions,
-:func:`file_batch` does for a batch in one: the same case, ``created`` event, reference, stored
-reply and dialogue state, with the batched Core statements of ``storage.intake``, committed
-before any reply is returned.
+:func:`file_batch` does for a batch in one read and one short write transaction: the same
+case, ``created`` event, reference, stored reply and dialogue state, with the batched statements
+of ``storage.intake`` (SQL run on the driver's cursor), committed before any reply is returned.
 
 :class:`GroupCommit` is the classic group commit of a database log: the first report to arrive
 leads and files whatever is waiting in one transaction; reports arriving meanwhile wait and go
