@@ -170,7 +170,13 @@ def build_index_command(quiet: bool, if_needed: bool) -> None:
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="threads per worker")
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Run the service with gunicorn (a production WSGI server)."""
-    _settings()
+    settings = _settings()
+    from storage.db import database_warnings, make_engine
+
+    engine = make_engine(settings.effective_database_url, sqlite_sync=settings.sqlite_sync)
+    for warning in database_warnings(engine):
+        click.echo(f"warning: {warning}", err=True)
+    engine.dispose()
     from gunicorn.app.base import BaseApplication
 
     class _App(BaseApplication):

@@ -72,7 +72,8 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     rules) and the work in Python are done first, outside the write transaction, so that
     SQLite's write lock, which every process on the database shares, is held only for the
     inserts and the commit. Reads and writes share one pooled connection (on PostgreSQL, one
-    transaction).
+    transaction, in three round trips: the reads with the new cases' ids; the references; the
+    inserts with the COMMIT).
 
     Raises (``IntegrityError`` above all) when the batch as a whole cannot be committed: then
     nothing of it was written.
@@ -82,23 +83,26 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     results: list[_Filed | None] = [None] * len(msgs)
     keys = [_key(m.openid) for m in msgs]
     with dbapi_reading(ctx.engine) as reader:
-        chosen = _choose(ctx, sql, reader, msgs, now, state_in_db=state_in_db, busy=busy)
+        reads = sql.reads(reader, [m.openid for m in msgs], step="warning", case_ids=len(msgs),
+                          state_prefix=_key("") if state_in_db else None)
+        chosen = _choose(ctx, reads, msgs, now, busy=busy)
         if not chosen:
             return results
         with dbapi_writing(ctx.engine, on=reader) as cur:
-            _write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db)
+            _write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db, ids=reads.case_ids)
     return results
 
 
 def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
            chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
-           state_in_db: bool) -> None:
+           state_in_db: bool, ids: list[int]) -> None:
     """The write transaction of :func:`file_batch`: references, cases, events, message records
-    with their replies, dialogue states; fills ``results``."""
+    with their replies, dialogue states; fills ``results``. ``ids``: for the cases, taken
+    beforehand (PostgreSQL), or empty."""
     refs = sql.take_refs(cur, now, len(chosen))
     for (_, case), ref in zip(chosen, refs, strict=True):
         case["ref"] = ref
-    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now)
+    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now, ids=ids)
     messages, states = [], {}
     for (i, case), case_id in zip(chosen, ids, strict=True):
         text = _reply(case["ref"], case["due_at"])
@@ -114,12 +118,11 @@ def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
         sql.put_states(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
 
 
-def _choose(ctx: Context, sql: intake.Statements, cur, msgs: list[Inbound], now: dt.datetime, *,
-            state_in_db: bool, busy: frozenset[str]) -> list[tuple[int, dict]]:
+def _choose(ctx: Context, reads: intake.Reads, msgs: list[Inbound], now: dt.datetime, *,
+            busy: frozenset[str]) -> list[tuple[int, dict]]:
     """The reports of ``msgs`` this path files, as ``(index, case fields)``: known, registered
     senders with no dialogue open, one report per sender and household."""
-    senders = sql.senders(cur, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
-    rules = sql.deadline_rules(cur, "warning")
+    senders, rules = reads.senders, reads.rules
     chosen: list[tuple[int, dict]] = []
     seen_users: set[int] = set()
     seen_households: set[int] = set()

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
 __all__ = [
-    "Session", "make_engine", "session_scope", "dbapi_reading", "dbapi_writing", "init_db", "is_sqlite", "normalise_url",
+    "Session", "make_engine", "session_scope", "dbapi_reading", "dbapi_writing", "database_warnings", "init_db",
+    "is_sqlite", "normalise_url",
 ]
 
 
@@ -224,7 +225,8 @@ def dbapi_writing(engine: Engine, *, on: Any = None) -> Iterator[Any]:
     It begins as every transaction of :func:`make_engine`'s engines does (on SQLite: the write
     gate, then ``BEGIN IMMEDIATE``), without SQLAlchemy's execution machinery in the way: for
     the few hot statements written for the driver (``storage.intake``). ``on``: a cursor of
-    :func:`dbapi_reading` whose connection to write on (one pool checkout for both).
+    :func:`dbapi_reading` whose connection to write on (one pool checkout for both). On
+    PostgreSQL the block runs in psycopg's pipeline mode (see ``_writing``).
     """
     if on is not None:
         with _writing(engine, on.connection) as cur:
@@ -243,11 +245,43 @@ def _writing(engine: Engine, dbapi_conn: Any) -> Iterator[Any]:
     try:
         if is_sqlite(engine):
             _begin_immediate(dbapi_conn)
-        yield dbapi_conn.cursor()
-        dbapi_conn.commit()
+        pipeline = getattr(dbapi_conn, "pipeline", None)
+        if pipeline is None:
+            yield dbapi_conn.cursor()
+            dbapi_conn.commit()
+        else:
+            # psycopg's pipeline mode: what the block sends without reading a result (the inserts)
+            # goes with the COMMIT in one round trip; a result read in the block (RETURNING) costs
+            # one. An error of any statement surfaces at the latest from the commit.
+            with pipeline():
+                yield dbapi_conn.cursor()
+                dbapi_conn.commit()
     except BaseException:
         dbapi_conn.rollback()
         raise
+
+
+def database_warnings(engine: Engine) -> list[str]:
+    """What in the database's own configuration will hurt the service, for the operator (checked
+    when ``huinong serve`` starts).
+
+    PostgreSQL with autovacuum off never analyzes the tables: the planner keeps estimating them as
+    they were when created, and plans that fit a nearly empty table (a scan of every open case to
+    find one household's) get slower with every report. Measured on a server with autovacuum off
+    (2026-12-01): one-click reports over HTTP fell 563 → 470 → 411 → 368 per second over four
+    rounds of 2000, and the batch's read took 1.0 ms instead of 0.04 ms, until ``ANALYZE``.
+    """
+    if is_sqlite(engine):
+        return []
+    try:
+        with engine.connect() as conn:
+            autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar()
+    except Exception as exc:  # noqa: BLE001 - a warning, not a reason to refuse to start
+        return [f"could not read the database's settings: {type(exc).__name__}"]
+    if str(autovacuum).lower() != "on":
+        return ["PostgreSQL runs with autovacuum off: the tables are never analyzed and query plans "
+                "degrade as they grow. Turn it on (the default) or run ANALYZE regularly (e.g. hourly from cron)."]
+    return []
 
 
 def init_db(engine: Engine) -> None:

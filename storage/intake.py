@@ -97,6 +97,14 @@ class Sender(NamedTuple):
 Cursor = Any  #: a DB-API 2 cursor (sqlite3, psycopg)
 
 
+class Reads(NamedTuple):
+    """What a batch reads before it writes (:meth:`Statements.reads`)."""
+
+    senders: dict[str, Sender]  #: by openid, those that exist
+    rules: dict[int | None, int]  #: the deadline rules of the first step (``deadline_rules``)
+    case_ids: list[int]  #: ids taken from the case table's sequence (PostgreSQL; [] elsewhere)
+
+
 def rule_days(rules: dict[int | None, int], region_path: str) -> int | None:
     """As ``regions.deadline_days``, from the region's path (which holds the ids of its ancestors)."""
     return nearest_rule(rules, [int(x) for x in region_path.strip("/").split("/") if x])
@@ -120,6 +128,10 @@ class Statements:
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self._quote = dialect.identifier_preparer.quote
         self.returning_many = dialect.name == "postgresql"  # psycopg: executemany(..., returning=True)
+        #: psycopg's pipeline mode: statements are sent without waiting for each one's result, so the
+        #: reads of a batch cost one round trip (and :func:`storage.db.dbapi_writing` sends the
+        #: inserts and the COMMIT in one more).
+        self.pipelined = dialect.name == "postgresql"
         #: What a batch fails with when a unique constraint refuses it (a message seen before, a copy
         #: racing on another worker, the day's first reference taken twice): the driver's error, or
         #: SQLAlchemy's around it when it comes from the commit.
@@ -138,6 +150,8 @@ class Statements:
         counter, day, last = self._table(_counter), self._col(_counter.c.day), self._col(_counter.c.last)
         self._take_seq = f"UPDATE {counter} SET {last} = {last} + {self.mark} WHERE {day} = {self.mark} RETURNING {last}"
         self._new_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self._marks(2)})"
+        self._case_ids = (f"SELECT nextval(pg_get_serial_sequence('{self._table(_case)}', 'id')) "
+                          f"FROM generate_series(1, {self.mark})")
         self._rules = (f"SELECT {self._col(_rule.c.region_id)}, {self._col(_rule.c.working_days)} "
                        f"FROM {self._table(_rule)} WHERE {self._col(_rule.c.step)} = {self.mark}")
 
@@ -246,6 +260,26 @@ class Statements:
         cur.execute(self._rules, [step])
         return {region_id: days for region_id, days in cur.fetchall()}
 
+    def reads(self, cur: Cursor, openids: Sequence[str], *, step: str, app: str = "oa",
+              state_prefix: str | None = None, case_ids: int = 0) -> Reads:
+        """:meth:`senders` and :meth:`deadline_rules` of ``step``, and on PostgreSQL ``case_ids``
+        ids for new cases (a sequence's values: the inserts need not wait for ``RETURNING``, and an
+        id left unused is a gap no one sees). On PostgreSQL all three go in one round trip."""
+        if not self.pipelined:
+            return Reads(self.senders(cur, openids, app=app, state_prefix=state_prefix),
+                         self.deadline_rules(cur, step), [])
+        conn = cur.connection
+        params = ([state_prefix] if state_prefix is not None else []) + [app, *openids]
+        with conn.pipeline():
+            cur.execute(self._senders_sql(len(openids), state_prefix is not None), params)
+            rules, ids = conn.cursor(), conn.cursor()
+            rules.execute(self._rules, [step])
+            if case_ids:
+                ids.execute(self._case_ids, [case_ids])
+            senders = {r.openid: r for r in (Sender(*self._read(row, self._sender_readers)) for row in cur.fetchall())}
+            return Reads(senders, {region_id: days for region_id, days in rules.fetchall()},
+                         [row[0] for row in ids.fetchall()] if case_ids else [])
+
     # --- the writes -----------------------------------------------------------------------------
 
     def take_refs(self, cur: Cursor, now: dt.datetime, count: int) -> list[str]:
@@ -262,21 +296,29 @@ class Statements:
             last = row[0]
         return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]
 
-    def insert_cases(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[int]:
+    def insert_cases(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime,
+                     ids: Sequence[int] = ()) -> list[int]:
         """Insert the cases (each ``fields`` as ``cases.create_case`` takes them, plus ``ref``,
         ``inbound_key`` and the ``actor_*`` of its ``created`` event) and their first events; the
-        new ids in order."""
+        new ids in order. ``ids``: theirs, taken beforehand (``Reads.case_ids``); otherwise the
+        database hands them out."""
+        if ids and len(ids) < len(cases):
+            raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
         rows = []
-        for c in cases:
+        for i, c in enumerate(cases):
             risk_types = list(c.get("risk_types") or [])
             rows.append({  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
                 "possible_duplicate_of_id": None,
                 **{k: v for k, v in c.items() if not k.startswith("actor_")},
                 "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
                 "created_at": now, "updated_at": now, "step_started_at": now,
+                **({"id": ids[i]} if ids else {}),
             })
-        sql, values = self._rows(_case, rows, returning_id=True)
-        if self.returning_many:
+        sql, values = self._rows(_case, rows, returning_id=not ids)
+        if ids:
+            cur.executemany(sql, values)
+            ids = list(ids[: len(cases)])
+        elif self.returning_many:
             cur.executemany(sql, values, returning=True)
             ids = [cur.fetchone()[0]]
             while cur.nextset():
