@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from storage import intake
@@ -88,17 +89,19 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
         chosen = _choose(ctx, reads, msgs, now, busy=busy)
         if not chosen:
             return results
+        write = _write_numbered if sql.pipelined else _write
         with dbapi_writing(ctx.engine, on=reader) as cur:
-            _write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db, ids=reads.case_ids)
+            finish = write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db, ids=reads.case_ids)
+        finish()
     return results
 
 
 def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
            chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
-           state_in_db: bool, ids: list[int]) -> None:
+           state_in_db: bool, ids: list[int]) -> Callable[[], None]:
     """The write transaction of :func:`file_batch`: references, cases, events, message records
     with their replies, dialogue states; fills ``results``. ``ids``: for the cases, taken
-    beforehand (PostgreSQL), or empty."""
+    beforehand, or empty. Returns what to do once committed (nothing)."""
     refs = sql.take_refs(cur, now, len(chosen))
     for (_, case), ref in zip(chosen, refs, strict=True):
         case["ref"] = ref
@@ -116,6 +119,41 @@ def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
     sql.record_answered(cur, messages, now=now)
     if state_in_db:
         sql.put_states(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+    return lambda: None
+
+
+def _write_numbered(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
+                    chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
+                    state_in_db: bool, ids: list[int]) -> Callable[[], None]:
+    """:func:`_write` on PostgreSQL, where the whole transaction is sent at once (pipeline mode)
+    and the database numbers the cases itself: the replies and dialogue states are written with
+    :data:`storage.intake.REF_MARK` where the reference goes, which the statements replace. The
+    day's counter row, which every batch of every worker updates, is then locked only while the
+    database runs the transaction, not while a busy worker gets round to its next statement.
+    Returns what fills ``results`` once the transaction is committed (the references are read
+    then)."""
+    mark = intake.REF_MARK
+    numbered = sql.queue_cases_numbered(cur, [c for _, c in chosen], now=now, ids=ids)
+    messages, states, pending = [], [], []
+    for (i, case), case_id in zip(chosen, ids, strict=False):
+        text = _reply(mark, case["due_at"])
+        state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": mark,
+                            "at": time.time()}, ensure_ascii=False)
+        msg = msgs[i]
+        messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
+                         "reply": answered_record(text), "case_id": case_id})
+        states.append((keys[i], state, case_id))
+        pending.append((i, case_id, text, state))
+    sql.record_answered_numbered(cur, messages, now=now)
+    if state_in_db:
+        sql.put_states_numbered(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+
+    def finish() -> None:
+        refs = sql.refs_of(numbered)
+        for i, case_id, text, state in pending:
+            results[i] = _Filed(text.replace(mark, refs[case_id]), keys[i], state.replace(mark, refs[case_id]))
+
+    return finish
 
 
 def _choose(ctx: Context, reads: intake.Reads, msgs: list[Inbound], now: dt.datetime, *,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -55,7 +56,7 @@ _household: Table = Household.__table__
 _region: Table = Region.__table__
 _rule: Table = DeadlineRule.__table__
 _kv: Table = KeyValue.__table__
-_TABLES = {t.name: t for t in (_case, _event, _inbound)}
+_TABLES = {t.name: t for t in (_case, _event, _inbound, _kv)}
 
 
 class Sender(NamedTuple):
@@ -95,6 +96,18 @@ class Sender(NamedTuple):
 
 
 Cursor = Any  #: a DB-API 2 cursor (sqlite3, psycopg)
+
+#: What stands for a case's reference in a reply or a dialogue state written by
+#: :meth:`Statements.queue_cases_numbered`'s transaction, until the database has handed the
+#: reference out (the statements replace it with the case row's ``ref``). No template holds it.
+REF_MARK = "SB\u2063REF\u2063"
+
+
+class Numbered(NamedTuple):
+    """Cases sent by :meth:`Statements.queue_cases_numbered`, whose references are read once committed."""
+
+    cursor: Any
+    day: str
 
 
 class Reads(NamedTuple):
@@ -152,6 +165,8 @@ class Statements:
         self._new_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self._marks(2)})"
         self._case_ids = (f"SELECT nextval(pg_get_serial_sequence('{self._table(_case)}', 'id')) "
                           f"FROM generate_series(1, {self.mark})")
+        self._ensure_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self.mark}, 0) ON CONFLICT ({day}) DO NOTHING"
+        self._days: set[str] = set()  #: days whose counter row this process knows to exist
         self._rules = (f"SELECT {self._col(_rule.c.region_id)}, {self._col(_rule.c.working_days)} "
                        f"FROM {self._table(_rule)} WHERE {self._col(_rule.c.step)} = {self.mark}")
 
@@ -212,17 +227,24 @@ class Statements:
             sql += f"LEFT OUTER JOIN {self._table(_kv)} {k} ON {col(_kv.c.key, k)} = {self.mark} || {col(_user.c.openid, u)} "
         return sql + f"WHERE {col(_user.c.app, u)} = {self.mark} AND {col(_user.c.openid, u)} IN ({self._marks(n)})"
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019
-    def _insert(self, table_name: str, keys: frozenset[str], returning_id: bool) -> tuple[str, list]:
-        """``INSERT`` of the columns in ``keys`` and of every other column with a Python-side
-        default (as Core fills them), and how to make each row's values: ``[(key, default, binder)]``."""
-        table = _TABLES[table_name]
+    @staticmethod
+    def _parts(table: Table, keys: frozenset[str]) -> list[tuple[Column, str | None, Any]]:
+        """The columns an ``INSERT`` of ``keys`` writes: those in ``keys`` and every other one with a
+        Python-side default (as Core fills them), each as ``(column, key or None, default or None)``."""
         parts = []
         for column in table.columns:
             if column.key in keys:
                 parts.append((column, column.key, None))
             elif column.default is not None and not column.primary_key:
                 parts.append((column, None, column.default))
+        return parts
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def _insert(self, table_name: str, keys: frozenset[str], returning_id: bool) -> tuple[str, list]:
+        """``INSERT`` of the columns of :meth:`_parts`, and how to make each row's values:
+        ``[(key, default, binder)]``."""
+        table = _TABLES[table_name]
+        parts = self._parts(table, keys)
         names = ", ".join(self._col(c) for c, _, _ in parts)
         sql = f"INSERT INTO {self._table(table)} ({names}) VALUES ({self._marks(len(parts))})"
         if returning_id:
@@ -244,6 +266,139 @@ class Statements:
                 out.append(value if binder is None or value is None else binder(value))
             values.append(tuple(out))
         return sql, values
+
+    def _cast(self, column: Column) -> str:
+        """The column's type for a cast of a bound value, without a length: a cast to
+        ``VARCHAR(32)`` would cut a longer value short, where the insert refuses it."""
+        return re.sub(r"\(\d+\)", "", column.type.compile(dialect=self.dialect))
+
+    def _typed_values(self, casts: Sequence[str], n: int) -> str:
+        row = "(" + ", ".join(f"{self.mark}::{c}" for c in casts) + ")"
+        return ", ".join([row] * n)
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019
+    def _numbered_cases_sql(self, keys: frozenset[str], n: int) -> tuple[str, list]:
+        """``INSERT`` of ``n`` cases (the columns of ``keys`` but ``ref``) whose references the same
+        statement takes from the day's counter row: ``base + ord`` (``ord`` 1…n, the last value of
+        each row) formatted as :func:`storage.refs.format_ref` does."""
+        parts = self._parts(_case, keys - {"ref"})
+        aliases = [f"c{i}" for i in range(len(parts))]
+        m = self.mark
+        counter, day, last = self._table(_counter), self._col(_counter.c.day), self._col(_counter.c.last)
+        seq = "(r.base + v.ord)::text"
+        sql = (
+            f"WITH r AS (UPDATE {counter} SET {last} = {last} + {m} WHERE {day} = {m} RETURNING {last} - {m} AS base) "
+            f"INSERT INTO {self._table(_case)} ({', '.join(self._col(c) for c, _, _ in parts)}, {self._col(_case.c.ref)}) "
+            f"SELECT {', '.join('v.' + a for a in aliases)}, "
+            f"'SB' || {m} || '-' || lpad({seq}, greatest(4, length({seq})), '0') "
+            f"FROM r CROSS JOIN (VALUES {self._typed_values([self._cast(c) for c, _, _ in parts] + ['integer'], n)}) "
+            f"AS v({', '.join(aliases)}, ord) RETURNING {self._col(_case.c.id)}, {self._col(_case.c.ref)}"
+        )
+        return sql, [(key, default, self._binder(column)) for column, key, default in parts]
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019
+    def _with_refs_sql(self, table_name: str, keys: frozenset[str], n: int, text_key: str,
+                       suffix: str = "") -> tuple[str, list]:
+        """``INSERT … SELECT`` of ``n`` rows of ``keys`` where the :data:`REF_MARK` in ``text_key``
+        becomes the reference of the case of the row's ``case_id`` (a column of the table, or
+        else a last value of each row that is not written)."""
+        table = _TABLES[table_name]
+        parts = self._parts(table, keys - {"case_id"} if "case_id" not in table.c else keys)
+        plan = [(key, default, self._binder(column)) for column, key, default in parts]
+        casts = [self._cast(c) for c, _, _ in parts]
+        aliases = [f"c{i}" for i in range(len(parts))]
+        if "case_id" in table.c:
+            case_id = aliases[[key for key, _, _ in plan].index("case_id")]
+        else:
+            plan, casts, case_id = [*plan, ("case_id", None, None)], [*casts, "integer"], "case_id"
+            aliases.append(case_id)
+        ref = f"c.{self._quote(_case.c.ref.name)}"
+        selected = [f"replace(v.{a}, {self.mark}, {ref})" if key == text_key else f"v.{a}"
+                    for (_, key, _), a in zip(parts, aliases, strict=False)]
+        sql = (
+            f"INSERT INTO {self._table(table)} ({', '.join(self._col(c) for c, _, _ in parts)}) "
+            f"SELECT {', '.join(selected)} FROM (VALUES {self._typed_values(casts, n)}) AS v({', '.join(aliases)}) "
+            f"JOIN {self._table(_case)} c ON c.{self._quote(_case.c.id.name)} = v.{case_id}{suffix}"
+        )
+        return sql, plan
+
+    def _values(self, plan: list, rows: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for row in rows:
+            for key, default, binder in plan:
+                if key is not None:
+                    value = row[key]
+                elif default.is_callable:
+                    value = default.arg(None)
+                else:
+                    value = default.arg
+                out.append(value if binder is None or value is None else binder(value))
+        return out
+
+    def queue_cases_numbered(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime,
+                             ids: Sequence[int]) -> Numbered:
+        """PostgreSQL: :meth:`take_refs` and :meth:`insert_cases` in statements sent without
+        waiting (pipeline mode), so that the day's counter row, which every worker's batch
+        updates, stays locked only while the database runs the transaction and not while a busy
+        worker gets round to its next statement. The cases take the ``ids`` given; the day's
+        counter row is created first when missing. Once the transaction is committed,
+        :meth:`refs_of` the result gives each case's reference."""
+        if len(ids) < len(cases):
+            raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
+        day = now.astimezone(CST).strftime("%Y%m%d")
+        if day not in self._days:
+            cur.execute(self._ensure_day, [day])
+        rows = [self._case_row(c, now) | {"id": case_id} for c, case_id in zip(cases, ids, strict=False)]
+        sql, plan = self._numbered_cases_sql(frozenset(rows[0]), len(rows))
+        numbered = cur.connection.cursor()
+        n = len(rows)
+        numbered.execute(sql, [n, day, n, day, *self._numbered_values(plan, rows)])
+        self._insert_events(cur, rows, cases, ids, now)
+        return Numbered(numbered, day)
+
+    def refs_of(self, numbered: Numbered) -> dict[int, str]:
+        """``{case id: reference}`` of :meth:`queue_cases_numbered`'s cases, once committed."""
+        refs = dict(numbered.cursor.fetchall())
+        self._days.add(numbered.day)  # committed: the day's counter row exists
+        return refs
+
+    def _numbered_values(self, plan: list, rows: list[dict[str, Any]]) -> list[Any]:
+        out: list[Any] = []
+        for i, row in enumerate(rows):
+            out.extend(self._values(plan, [row]))
+            out.append(i + 1)
+        return out
+
+    def record_answered_numbered(self, cur: Cursor, messages: Sequence[dict[str, Any]], *, now: dt.datetime) -> None:
+        """:meth:`record_answered` in :meth:`queue_cases_numbered`'s transaction: each reply's
+        :data:`REF_MARK` becomes its case's reference."""
+        rows = [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages]
+        sql, plan = self._with_refs_sql(_inbound.name, frozenset(rows[0]), len(rows), "reply", "")
+        cur.execute(sql, [REF_MARK, *self._values(plan, rows)])
+
+    def put_states_numbered(self, cur: Cursor, states: Sequence[tuple[str, str, int]], *,
+                            expires_at: dt.datetime | None) -> None:
+        """:meth:`put_states` in :meth:`queue_cases_numbered`'s transaction: ``(key, value, case_id)``,
+        each value's :data:`REF_MARK` becoming its case's reference."""
+        if not states:
+            return
+        k, v, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
+        suffix = f" ON CONFLICT ({k}) DO UPDATE SET {v} = excluded.{v}, {e} = excluded.{e}"
+        sql, plan = self._with_refs_sql(_kv.name, frozenset({"key", "value", "expires_at"}), len(states), "value",
+                                        suffix)
+        rows = [{"key": key, "value": value, "expires_at": expires_at, "case_id": case_id}
+                for key, value, case_id in states]
+        cur.execute(sql, [REF_MARK, *self._values(plan, rows)])
+
+    def _insert_all(self, cur: Cursor, sql: str, values: list[tuple]) -> None:
+        """Run the one-row ``INSERT … VALUES (…)`` ``sql`` for every row of ``values``: on
+        PostgreSQL as one statement of many rows (one parse, plan and executor start for the batch
+        instead of one per row), elsewhere with ``executemany``."""
+        if not self.pipelined or len(values) == 1:
+            cur.executemany(sql, values)
+            return
+        head, _, row = sql.rpartition(" VALUES ")
+        cur.execute(f"{head} VALUES {', '.join([row] * len(values))}", [v for vs in values for v in vs])
 
     # --- the reads ------------------------------------------------------------------------------
 
@@ -304,19 +459,10 @@ class Statements:
         database hands them out."""
         if ids and len(ids) < len(cases):
             raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
-        rows = []
-        for i, c in enumerate(cases):
-            risk_types = list(c.get("risk_types") or [])
-            rows.append({  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
-                "possible_duplicate_of_id": None,
-                **{k: v for k, v in c.items() if not k.startswith("actor_")},
-                "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
-                "created_at": now, "updated_at": now, "step_started_at": now,
-                **({"id": ids[i]} if ids else {}),
-            })
+        rows = [self._case_row(c, now) | ({"id": ids[i]} if ids else {}) for i, c in enumerate(cases)]
         sql, values = self._rows(_case, rows, returning_id=not ids)
         if ids:
-            cur.executemany(sql, values)
+            self._insert_all(cur, sql, values)
             ids = list(ids[: len(cases)])
         elif self.returning_many:
             cur.executemany(sql, values, returning=True)
@@ -328,14 +474,29 @@ class Statements:
             for v in values:
                 cur.execute(sql, v)
                 ids.append(cur.fetchone()[0])
+        self._insert_events(cur, rows, cases, ids, now)
+        return ids
+
+    @staticmethod
+    def _case_row(c: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+        risk_types = list(c.get("risk_types") or [])
+        return {  # the columns left out (outcome, closed_at, merged_into_id …) start NULL or at their default
+            "possible_duplicate_of_id": None,
+            **{k: v for k, v in c.items() if not k.startswith("actor_")},
+            "risk_types": risk_types, "risk_codes": "," + "".join(f"{x}," for x in risk_types),
+            "created_at": now, "updated_at": now, "step_started_at": now,
+        }
+
+    def _insert_events(self, cur: Cursor, rows: list[dict[str, Any]], cases: Sequence[dict[str, Any]],
+                       ids: Sequence[int], now: dt.datetime) -> None:
+        """The ``created`` event of each case."""
         sql, values = self._rows(_event, [
             {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
              "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
              "data": {"channel": row["channel"], "urgent": row["urgent"]}}
-            for case_id, c, row in zip(ids, cases, rows, strict=True)
+            for case_id, c, row in zip(ids, cases, rows, strict=False)
         ])
-        cur.executemany(sql, values)
-        return ids
+        self._insert_all(cur, sql, values)
 
     def record_answered(self, cur: Cursor, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
         """The inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with
@@ -343,7 +504,7 @@ class Statements:
         ``IntegrityError`` when one was seen before."""
         sql, values = self._rows(_inbound, [{**m, "msg_type": m["msg_type"][:32], "received_at": now}
                                             for m in messages])
-        cur.executemany(sql, values)
+        self._insert_all(cur, sql, values)
 
     def put_states(self, cur: Cursor, values: dict[str, str], *, expires_at: dt.datetime | None) -> None:
         """``DatabaseKV.set`` of several keys inside this transaction (insert or overwrite)."""

@@ -5,6 +5,7 @@ path without losing or doubling a report. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -113,6 +114,38 @@ def test_a_batch_is_one_transaction_with_consecutive_references(app):
     assert [r.text.split("编号 ")[1][:15] for r in results] == [c.ref for c in cases]
     assert len(rows(app, InboundMessage)) == 6 and len(rows(app, CaseEvent)) == 6
     assert isinstance(app.ctx.kv, DatabaseKV) and len(rows(app, KeyValue)) == 6
+
+
+def test_references_go_on_from_the_days_counter_past_four_digits(app):
+    """Both paths share the day's counter; on PostgreSQL the flood path's references are taken and
+    formatted by the insert itself, and its replies and dialogue states get them in place of
+    ``REF_MARK``."""
+    from sqlalchemy import text
+
+    from storage.intake import REF_MARK
+
+    openids = [f"o-many-{i}" for i in range(4)]
+    for o in openids:
+        bind(app, o)
+    first = general_path(app, click(openids[0]))  # creates the day's counter row
+    with app.services.engine.begin() as conn:
+        conn.execute(text("UPDATE refcounter SET last = 9998"))
+    results = file_batch(app.ctx, [click(o) for o in openids[1:]], state_in_db=True)
+    refs = sorted(c.ref for c in rows(app, Case))
+    day = refs[0][2:10]
+    assert refs == [f"SB{day}-0001", f"SB{day}-10000", f"SB{day}-10001", f"SB{day}-9999"]
+    assert [re.search(r"SB\d{8}-\d{4,}", r.text).group(0) for r in results] == \
+        [f"SB{day}-9999", f"SB{day}-10000", f"SB{day}-10001"]
+    assert "SB" in first
+    for o, r in zip(openids[1:], results, strict=True):
+        [case] = rows(app, Case, reporter_id=user_id(app, o))
+        assert case.ref in r.text and REF_MARK not in r.text
+        [stored] = rows(app, InboundMessage, source=o)
+        assert json.loads(stored.reply)["text"] == r.text
+        [state] = rows(app, KeyValue, key=f"wechat:dlg:{o}")
+        assert json.loads(state.value)["ref"] == case.ref == json.loads(r.state)["ref"]
+    bind(app, "o-after")
+    assert f"SB{day}-10002" in general_path(app, click("o-after"))
 
 
 def test_what_the_flood_path_leaves_to_the_general_path(app):
