@@ -167,7 +167,8 @@ def build_index_command(quiet: bool, if_needed: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="HUINONG_HOST")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="HUINONG_PORT")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="threads per worker")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="threads per worker (a thread waits while its report commits with others)")
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Run the service with gunicorn (a production WSGI server)."""
     settings = _settings()

@@ -187,7 +187,48 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False, sqlite_sync
             _begin_immediate(conn.connection.dbapi_connection)
 
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # LIFO as on SQLite: the connection used last is handed out first, so under a flood a worker
+    # uses the same one or two, whose statements psycopg has already prepared on the server (it
+    # prepares one after its fifth run on a connection).
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for a connection that has been idle in the pool
+    for :data:`PING_AFTER_IDLE` seconds: a ping is a round trip, and under a flood a worker hands
+    out a connection hundreds of times a second (one ping per batch of reports was one round trip
+    in five). A connection the server dropped (a restart, an idle timeout) has almost always been
+    idle; it fails the ping and the pool connects anew (``DisconnectionError``). One that drops
+    within the second after its last use fails its statement instead: the flood path then hands
+    its reports to the general path, and the pool discards the connection when it comes back."""
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_conn, record):  # pragma: no cover - trivial
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn, record):  # pragma: no cover - trivial
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, _proxy):
+        returned = record.info.get("returned_at")
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE:
+            return
+        try:
+            if not engine.dialect.do_ping(dbapi_conn):
+                raise DisconnectionError("the database did not answer the ping")
+        except DisconnectionError:
+            raise
+        except Exception as exc:
+            raise DisconnectionError(f"the database did not answer the ping: {type(exc).__name__}") from exc
 
 
 @contextlib.contextmanager

@@ -70,3 +70,52 @@ def test_database_warnings_name_autovacuum_when_it_is_off(engine, tmp_path):
     sqlite = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert database_warnings(sqlite) == []
     sqlite.dispose()
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_on_checkout(pg_url, monkeypatch):
+    import storage.db
+
+    engine = make_engine(pg_url, pool_size=1)
+    try:
+        pid = _backend_pid(engine)
+        _terminate(pg_url, pid)
+        monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 0.0)  # as if it had sat in the pool for a while
+        assert _backend_pid(engine) != pid  # the ping failed and the pool connected anew
+        with dbapi_reading(engine) as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url, monkeypatch):
+    import storage.db
+
+    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 3600.0)
+    engine = make_engine(pg_url, pool_size=1)
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(conn) or real_ping(conn))
+    try:
+        for _ in range(5):
+            with dbapi_reading(engine) as cur:
+                cur.execute("SELECT 1")
+        assert pings == []
+        monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 0.0)
+        with dbapi_reading(engine) as cur:
+            cur.execute("SELECT 1")
+        assert len(pings) == 1
+    finally:
+        engine.dispose()
