@@ -174,17 +174,15 @@ def test_a_retry_in_a_batch_fails_only_itself(app):
     jobs = [click("o-a"), click("o-b"), click("o-c")]
     out = [None] * 3
     # All three in one batch: the retry's unique key refuses it, the other two are filed one by one.
-    gc._leading = True
+    gc._leaders = gc.max_leaders  # every batch slot taken: the three wait
     threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, gc.file(jobs[i]))) for i in range(3)]
     for t in threads:
         t.start()
     while len(gc._waiting) < 3:
         pass
-    with gc._lock:
-        gc._leading = False
+    with gc._lock:  # as a leader hands over: the first one waiting leads the three
         job = gc._waiting[0]
-        job.lead = True
-        gc._leading = True
+        job.batch = gc._take()
         job.done.set()
     for t in threads:
         t.join(10)
@@ -194,7 +192,9 @@ def test_a_retry_in_a_batch_fails_only_itself(app):
     assert len(rows(app, Case)) == 3
 
 
-def test_concurrent_reports_are_filed_once_each(app):
+@pytest.mark.parametrize("leaders", [1, 2])
+def test_concurrent_reports_are_filed_once_each(app, leaders):
+    app.inbox.quick.max_leaders = leaders  # two batches in flight at once: still each report once
     openids = [f"o-many-{i:02d}" for i in range(24)]
     for i, o in enumerate(openids):
         bind(app, o, village=i % 3)
