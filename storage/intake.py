@@ -225,6 +225,8 @@ class Statements:
         )
         if with_state:
             sql += f"LEFT OUTER JOIN {self._table(_kv)} {k} ON {col(_kv.c.key, k)} = {self.mark} || {col(_user.c.openid, u)} "
+        if self.pipelined:  # one array: the same statement (prepared once) for any number of senders
+            return sql + f"WHERE {col(_user.c.app, u)} = {self.mark} AND {col(_user.c.openid, u)} = ANY(%b::text[])"
         return sql + f"WHERE {col(_user.c.app, u)} = {self.mark} AND {col(_user.c.openid, u)} IN ({self._marks(n)})"
 
     @staticmethod
@@ -272,15 +274,45 @@ class Statements:
         ``VARCHAR(32)`` would cut a longer value short, where the insert refuses it."""
         return re.sub(r"\(\d+\)", "", column.type.compile(dialect=self.dialect))
 
-    def _typed_values(self, casts: Sequence[str], n: int) -> str:
-        row = "(" + ", ".join(f"{self.mark}::{c}" for c in casts) + ")"
-        return ", ".join([row] * n)
+    def _unnest(self, parts: list[tuple[Column, str | None, Any]], extra: Sequence[str] = ()) -> str:
+        """``unnest(%s::type[], …)``: the rows of a batch as one array per column (and per
+        ``extra`` type), so that a statement's text and its number of parameters do not depend on
+        the batch's size: psycopg converts it once and prepares it once on the server, where a
+        ``VALUES`` list of n rows is a new statement for each n (and over 50 parameters psycopg
+        does not even cache its conversion: 0.3 ms a batch)."""
+        # %b: psycopg's binary array format (its text format escapes every element with a regex).
+        return "unnest(" + ", ".join(f"%b::{t}[]" for t in [*(self._cast(c) for c, _, _ in parts), *extra]) + ")"
 
-    @functools.lru_cache(maxsize=128)  # noqa: B019
-    def _numbered_cases_sql(self, keys: frozenset[str], n: int) -> tuple[str, list]:
-        """``INSERT`` of ``n`` cases (the columns of ``keys`` but ``ref``) whose references the same
-        statement takes from the day's counter row: ``base + ord`` (``ord`` 1…n, the last value of
-        each row) formatted as :func:`storage.refs.format_ref` does."""
+    @staticmethod
+    def _columns(plan: list, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        """The values of ``rows`` for ``plan`` (``_insert``'s), one list per column."""
+        out = []
+        for key, default, binder in plan:
+            column = []
+            for row in rows:
+                if key is not None:
+                    value = row[key]
+                elif default.is_callable:
+                    value = default.arg(None)
+                else:
+                    value = default.arg
+                column.append(value if binder is None or value is None else binder(value))
+            out.append(column)
+        return out
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def _unnest_insert_sql(self, table_name: str, keys: frozenset[str]) -> tuple[str, list]:
+        table = _TABLES[table_name]
+        parts = self._parts(table, keys)
+        sql = (f"INSERT INTO {self._table(table)} ({', '.join(self._col(c) for c, _, _ in parts)}) "
+               f"SELECT * FROM {self._unnest(parts)}")
+        return sql, [(key, default, self._binder(column)) for column, key, default in parts]
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def _numbered_cases_sql(self, keys: frozenset[str]) -> tuple[str, list]:
+        """``INSERT`` of cases (the columns of ``keys`` but ``ref``) whose references the same
+        statement takes from the day's counter row: ``base + ord`` (``ord`` 1…n, the row's place
+        in the batch) formatted as :func:`storage.refs.format_ref` does."""
         parts = self._parts(_case, keys - {"ref"})
         aliases = [f"c{i}" for i in range(len(parts))]
         m = self.mark
@@ -291,49 +323,35 @@ class Statements:
             f"INSERT INTO {self._table(_case)} ({', '.join(self._col(c) for c, _, _ in parts)}, {self._col(_case.c.ref)}) "
             f"SELECT {', '.join('v.' + a for a in aliases)}, "
             f"'SB' || {m} || '-' || lpad({seq}, greatest(4, length({seq})), '0') "
-            f"FROM r CROSS JOIN (VALUES {self._typed_values([self._cast(c) for c, _, _ in parts] + ['integer'], n)}) "
-            f"AS v({', '.join(aliases)}, ord) RETURNING {self._col(_case.c.id)}, {self._col(_case.c.ref)}"
+            f"FROM r CROSS JOIN {self._unnest(parts)} WITH ORDINALITY AS v({', '.join(aliases)}, ord) "
+            f"RETURNING {self._col(_case.c.id)}, {self._col(_case.c.ref)}"
         )
         return sql, [(key, default, self._binder(column)) for column, key, default in parts]
 
-    @functools.lru_cache(maxsize=128)  # noqa: B019
-    def _with_refs_sql(self, table_name: str, keys: frozenset[str], n: int, text_key: str,
-                       suffix: str = "") -> tuple[str, list]:
-        """``INSERT … SELECT`` of ``n`` rows of ``keys`` where the :data:`REF_MARK` in ``text_key``
-        becomes the reference of the case of the row's ``case_id`` (a column of the table, or
-        else a last value of each row that is not written)."""
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def _with_refs_sql(self, table_name: str, keys: frozenset[str], text_key: str, suffix: str = "") -> tuple[str, list]:
+        """``INSERT … SELECT`` of rows of ``keys`` where the :data:`REF_MARK` in ``text_key`` becomes
+        the reference of the case of the row's ``case_id`` (a column of the table, or else a last
+        array that is not written)."""
         table = _TABLES[table_name]
-        parts = self._parts(table, keys - {"case_id"} if "case_id" not in table.c else keys)
+        parts = self._parts(table, keys if "case_id" in table.c else keys - {"case_id"})
         plan = [(key, default, self._binder(column)) for column, key, default in parts]
-        casts = [self._cast(c) for c, _, _ in parts]
         aliases = [f"c{i}" for i in range(len(parts))]
+        extra: list[str] = []
         if "case_id" in table.c:
             case_id = aliases[[key for key, _, _ in plan].index("case_id")]
         else:
-            plan, casts, case_id = [*plan, ("case_id", None, None)], [*casts, "integer"], "case_id"
+            plan, extra, case_id = [*plan, ("case_id", None, None)], ["integer"], "case_id"
             aliases.append(case_id)
         ref = f"c.{self._quote(_case.c.ref.name)}"
         selected = [f"replace(v.{a}, {self.mark}, {ref})" if key == text_key else f"v.{a}"
                     for (_, key, _), a in zip(parts, aliases, strict=False)]
         sql = (
             f"INSERT INTO {self._table(table)} ({', '.join(self._col(c) for c, _, _ in parts)}) "
-            f"SELECT {', '.join(selected)} FROM (VALUES {self._typed_values(casts, n)}) AS v({', '.join(aliases)}) "
+            f"SELECT {', '.join(selected)} FROM {self._unnest(parts, extra)} AS v({', '.join(aliases)}) "
             f"JOIN {self._table(_case)} c ON c.{self._quote(_case.c.id.name)} = v.{case_id}{suffix}"
         )
         return sql, plan
-
-    def _values(self, plan: list, rows: list[dict[str, Any]]) -> list[Any]:
-        out = []
-        for row in rows:
-            for key, default, binder in plan:
-                if key is not None:
-                    value = row[key]
-                elif default.is_callable:
-                    value = default.arg(None)
-                else:
-                    value = default.arg
-                out.append(value if binder is None or value is None else binder(value))
-        return out
 
     def queue_cases_numbered(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime,
                              ids: Sequence[int]) -> Numbered:
@@ -349,10 +367,10 @@ class Statements:
         if day not in self._days:
             cur.execute(self._ensure_day, [day])
         rows = [self._case_row(c, now) | {"id": case_id} for c, case_id in zip(cases, ids, strict=False)]
-        sql, plan = self._numbered_cases_sql(frozenset(rows[0]), len(rows))
+        sql, plan = self._numbered_cases_sql(frozenset(rows[0]))
         numbered = cur.connection.cursor()
         n = len(rows)
-        numbered.execute(sql, [n, day, n, day, *self._numbered_values(plan, rows)])
+        numbered.execute(sql, [n, day, n, day, *self._columns(plan, rows)])
         self._insert_events(cur, rows, cases, ids, now)
         return Numbered(numbered, day)
 
@@ -362,19 +380,12 @@ class Statements:
         self._days.add(numbered.day)  # committed: the day's counter row exists
         return refs
 
-    def _numbered_values(self, plan: list, rows: list[dict[str, Any]]) -> list[Any]:
-        out: list[Any] = []
-        for i, row in enumerate(rows):
-            out.extend(self._values(plan, [row]))
-            out.append(i + 1)
-        return out
-
     def record_answered_numbered(self, cur: Cursor, messages: Sequence[dict[str, Any]], *, now: dt.datetime) -> None:
         """:meth:`record_answered` in :meth:`queue_cases_numbered`'s transaction: each reply's
         :data:`REF_MARK` becomes its case's reference."""
         rows = [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages]
-        sql, plan = self._with_refs_sql(_inbound.name, frozenset(rows[0]), len(rows), "reply", "")
-        cur.execute(sql, [REF_MARK, *self._values(plan, rows)])
+        sql, plan = self._with_refs_sql(_inbound.name, frozenset(rows[0]), "reply")
+        cur.execute(sql, [REF_MARK, *self._columns(plan, rows)])
 
     def put_states_numbered(self, cur: Cursor, states: Sequence[tuple[str, str, int]], *,
                             expires_at: dt.datetime | None) -> None:
@@ -384,21 +395,19 @@ class Statements:
             return
         k, v, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
         suffix = f" ON CONFLICT ({k}) DO UPDATE SET {v} = excluded.{v}, {e} = excluded.{e}"
-        sql, plan = self._with_refs_sql(_kv.name, frozenset({"key", "value", "expires_at"}), len(states), "value",
-                                        suffix)
+        sql, plan = self._with_refs_sql(_kv.name, frozenset({"key", "value", "expires_at"}), "value", suffix)
         rows = [{"key": key, "value": value, "expires_at": expires_at, "case_id": case_id}
                 for key, value, case_id in states]
-        cur.execute(sql, [REF_MARK, *self._values(plan, rows)])
+        cur.execute(sql, [REF_MARK, *self._columns(plan, rows)])
 
-    def _insert_all(self, cur: Cursor, sql: str, values: list[tuple]) -> None:
-        """Run the one-row ``INSERT … VALUES (…)`` ``sql`` for every row of ``values``: on
-        PostgreSQL as one statement of many rows (one parse, plan and executor start for the batch
-        instead of one per row), elsewhere with ``executemany``."""
-        if not self.pipelined or len(values) == 1:
-            cur.executemany(sql, values)
-            return
-        head, _, row = sql.rpartition(" VALUES ")
-        cur.execute(f"{head} VALUES {', '.join([row] * len(values))}", [v for vs in values for v in vs])
+    def _insert_rows(self, cur: Cursor, table: Table, rows: list[dict[str, Any]]) -> None:
+        """``INSERT`` ``rows`` (no ``RETURNING``): on PostgreSQL one statement whatever their number
+        (:meth:`_unnest`), elsewhere ``executemany``."""
+        if self.pipelined:
+            sql, plan = self._unnest_insert_sql(table.name, frozenset(rows[0]))
+            cur.execute(sql, self._columns(plan, rows))
+        else:
+            cur.executemany(*self._rows(table, rows))
 
     # --- the reads ------------------------------------------------------------------------------
 
@@ -406,9 +415,14 @@ class Statements:
                 state_prefix: str | None = None) -> dict[str, Sender]:
         """The senders of ``openids`` that exist, by openid, in one statement. ``state_prefix``:
         read their dialogue states from the key-value table under ``state_prefix + openid``."""
-        params = ([state_prefix] if state_prefix is not None else []) + [app, *openids]
-        cur.execute(self._senders_sql(len(openids), state_prefix is not None), params)
+        cur.execute(*self._senders_query(openids, app, state_prefix))
         return {r.openid: r for r in (Sender(*self._read(row, self._sender_readers)) for row in cur.fetchall())}
+
+    def _senders_query(self, openids: Sequence[str], app: str, state_prefix: str | None) -> tuple[str, list]:
+        params = ([state_prefix] if state_prefix is not None else []) + [app]
+        if self.pipelined:
+            return self._senders_sql(0, state_prefix is not None), [*params, list(openids)]
+        return self._senders_sql(len(openids), state_prefix is not None), [*params, *openids]
 
     def deadline_rules(self, cur: Cursor, step: str) -> dict[int | None, int]:
         """``{region_id (None: every region): working days}`` for ``step``."""
@@ -424,9 +438,8 @@ class Statements:
             return Reads(self.senders(cur, openids, app=app, state_prefix=state_prefix),
                          self.deadline_rules(cur, step), [])
         conn = cur.connection
-        params = ([state_prefix] if state_prefix is not None else []) + [app, *openids]
         with conn.pipeline():
-            cur.execute(self._senders_sql(len(openids), state_prefix is not None), params)
+            cur.execute(*self._senders_query(openids, app, state_prefix))
             rules, ids = conn.cursor(), conn.cursor()
             rules.execute(self._rules, [step])
             if case_ids:
@@ -460,11 +473,13 @@ class Statements:
         if ids and len(ids) < len(cases):
             raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
         rows = [self._case_row(c, now) | ({"id": ids[i]} if ids else {}) for i, c in enumerate(cases)]
-        sql, values = self._rows(_case, rows, returning_id=not ids)
         if ids:
-            self._insert_all(cur, sql, values)
+            self._insert_rows(cur, _case, rows)
             ids = list(ids[: len(cases)])
-        elif self.returning_many:
+            self._insert_events(cur, rows, cases, ids, now)
+            return ids
+        sql, values = self._rows(_case, rows, returning_id=True)
+        if self.returning_many:
             cur.executemany(sql, values, returning=True)
             ids = [cur.fetchone()[0]]
             while cur.nextset():
@@ -490,21 +505,18 @@ class Statements:
     def _insert_events(self, cur: Cursor, rows: list[dict[str, Any]], cases: Sequence[dict[str, Any]],
                        ids: Sequence[int], now: dt.datetime) -> None:
         """The ``created`` event of each case."""
-        sql, values = self._rows(_event, [
+        self._insert_rows(cur, _event, [
             {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
              "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
              "data": {"channel": row["channel"], "urgent": row["urgent"]}}
             for case_id, c, row in zip(ids, cases, rows, strict=False)
         ])
-        self._insert_all(cur, sql, values)
 
     def record_answered(self, cur: Cursor, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
         """The inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with
         their stored replies: what ``claim_inbound`` + ``reply_once`` write in two transactions each.
         ``IntegrityError`` when one was seen before."""
-        sql, values = self._rows(_inbound, [{**m, "msg_type": m["msg_type"][:32], "received_at": now}
-                                            for m in messages])
-        self._insert_all(cur, sql, values)
+        self._insert_rows(cur, _inbound, [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])
 
     def put_states(self, cur: Cursor, values: dict[str, str], *, expires_at: dt.datetime | None) -> None:
         """``DatabaseKV.set`` of several keys inside this transaction (insert or overwrite)."""

@@ -306,3 +306,30 @@ def test_the_flood_path_purges_expired_states_now_and_then(app):
     app.ctx.kv._next_purge = 0.0
     assert app.inbox.handle(click("o-purge"))
     assert [r.key for r in rows(app, KeyValue)] == ["wechat:dlg:o-purge"]
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_busy_leader_gathers_the_reports_on_their_way(app, busy):
+    """After a batch of more than one, the next leader waits ``gather`` seconds for more; after a
+    batch of one (idle) it files at once."""
+    import time
+
+    openids = ["o-gather-a", "o-gather-b", "o-gather-c"]
+    for o in openids:
+        bind(app, o)
+    gc = GroupCommit(app.ctx, gather=0.5)
+    gc._last_size = 2 if busy else 1
+    out: dict[str, str | None] = {}
+    threads = [threading.Thread(target=lambda o=o: out.__setitem__(o, gc.file(click(o)))) for o in openids]
+    threads[0].start()
+    time.sleep(0.05)  # the leader is on its way (or, idle, already filing alone)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert all(out[o] and "编号 SB" in out[o] for o in openids)
+    if busy:
+        assert gc.batch_sizes == {3: 1}
+    else:
+        assert gc.batch_sizes[1] >= 1 and 3 not in gc.batch_sizes
+    assert len(rows(app, Case)) == 3
