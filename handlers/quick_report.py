@@ -131,13 +131,12 @@ def _write_numbered(sql: intake.Statements, cur, msgs: list[Inbound], keys: list
                     state_in_db: bool, ids: list[int]) -> Callable[[], None]:
     """:func:`_write` on PostgreSQL, where the whole transaction is sent at once (pipeline mode)
     and the database numbers the cases itself: the replies and dialogue states are written with
-    :data:`storage.intake.REF_MARK` where the reference goes, which the statements replace. The
+    :data:`storage.intake.REF_MARK` where the reference goes, which the statement replaces. The
     day's counter row, which every batch of every worker updates, is then locked only while the
     database runs the transaction, not while a busy worker gets round to its next statement.
     Returns what fills ``results`` once the transaction is committed (the references are read
     then)."""
     mark = intake.REF_MARK
-    numbered = sql.queue_cases_numbered(cur, [c for _, c in chosen], now=now, ids=ids)
     messages, states, pending = [], [], []
     for (i, case), case_id in zip(chosen, ids, strict=False):
         text = _reply(mark, case["due_at"])
@@ -145,12 +144,11 @@ def _write_numbered(sql: intake.Statements, cur, msgs: list[Inbound], keys: list
                             "at": time.time()}, ensure_ascii=False)
         msg = msgs[i]
         messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
-                         "reply": answered_record(text), "case_id": case_id})
-        states.append((keys[i], state, case_id))
+                         "reply": answered_record(text)})
+        states.append((keys[i], state))
         pending.append((i, case_id, text, state))
-    sql.record_answered_numbered(cur, messages, now=now)
-    if state_in_db:
-        sql.put_states_numbered(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+    numbered = sql.queue_batch(cur, [c for _, c in chosen], messages, states if state_in_db else [], now=now,
+                               ids=ids, expires_at=now + dt.timedelta(seconds=STATE_TTL))
 
     def finish() -> None:
         refs = sql.refs_of(numbered)

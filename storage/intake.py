@@ -3,10 +3,19 @@
 After a flood a county sends thousands of households to the same menu button within minutes.
 The ORM path (``cases.create_case`` and friends) costs about 7 ms of CPU, four transactions and
 about twenty statements per report. :class:`Statements` does the same for a whole batch of
-reports in about eight statements: two reads first (the senders with their households,
+reports in a handful of statements: the reads first (the senders with their households,
 villages, dialogue states and open cases in one; the deadline rules), outside the write
 transaction, then the writes (references, cases, first timeline events, the message records
 with their replies and, without Redis, the new dialogue states).
+
+On PostgreSQL (psycopg's pipeline mode) the reads go in one round trip, with ids for the new
+cases from the table's sequence, and the whole write transaction in another: one statement
+takes the references from the day's counter row and inserts the cases, their events, the
+message records and the dialogue states (:meth:`Statements.queue_batch`): the replies and states
+carry :data:`REF_MARK` where the reference goes, which it replaces, and the COMMIT goes with
+it. The counter row, which every batch of every worker updates, is so locked only while the
+database runs the transaction. Every row set is sent as one array per column (``unnest``), so a
+statement's text does not depend on the batch's size and is prepared once.
 
 The statements are SQL text built once per database dialect from the tables' own metadata and
 run on the driver's cursor: SQLAlchemy's execution machinery costs 40–60 µs a statement, which
@@ -98,13 +107,13 @@ class Sender(NamedTuple):
 Cursor = Any  #: a DB-API 2 cursor (sqlite3, psycopg)
 
 #: What stands for a case's reference in a reply or a dialogue state written by
-#: :meth:`Statements.queue_cases_numbered`'s transaction, until the database has handed the
+#: :meth:`Statements.queue_batch`'s statement, until the database has handed the
 #: reference out (the statements replace it with the case row's ``ref``). No template holds it.
 REF_MARK = "SB\u2063REF\u2063"
 
 
 class Numbered(NamedTuple):
-    """Cases sent by :meth:`Statements.queue_cases_numbered`, whose references are read once committed."""
+    """Cases sent by :meth:`Statements.queue_batch`, whose references are read once committed."""
 
     cursor: Any
     day: str
@@ -163,8 +172,6 @@ class Statements:
         counter, day, last = self._table(_counter), self._col(_counter.c.day), self._col(_counter.c.last)
         self._take_seq = f"UPDATE {counter} SET {last} = {last} + {self.mark} WHERE {day} = {self.mark} RETURNING {last}"
         self._new_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self._marks(2)})"
-        self._case_ids = (f"SELECT nextval(pg_get_serial_sequence('{self._table(_case)}', 'id')) "
-                          f"FROM generate_series(1, {self.mark})")
         self._ensure_day = f"INSERT INTO {counter} ({day}, {last}) VALUES ({self.mark}, 0) ON CONFLICT ({day}) DO NOTHING"
         self._days: set[str] = set()  #: days whose counter row this process knows to exist
         self._rules = (f"SELECT {self._col(_rule.c.region_id)}, {self._col(_rule.c.working_days)} "
@@ -308,97 +315,90 @@ class Statements:
                f"SELECT * FROM {self._unnest(parts)}")
         return sql, [(key, default, self._binder(column)) for column, key, default in parts]
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019
-    def _numbered_cases_sql(self, keys: frozenset[str]) -> tuple[str, list]:
-        """``INSERT`` of cases (the columns of ``keys`` but ``ref``) whose references the same
-        statement takes from the day's counter row: ``base + ord`` (``ord`` 1…n, the row's place
-        in the batch) formatted as :func:`storage.refs.format_ref` does."""
-        parts = self._parts(_case, keys - {"ref"})
-        aliases = [f"c{i}" for i in range(len(parts))]
-        m = self.mark
+    @functools.lru_cache(maxsize=8)  # noqa: B019
+    def _batch_sql(self, case_keys: frozenset[str], event_keys: frozenset[str], inbound_keys: frozenset[str],
+                   with_states: bool) -> tuple[str, tuple[list, ...]]:
+        """PostgreSQL: the whole write of a batch as one statement, and the plans of its arrays
+        (cases, events, message records, dialogue states). ``r`` takes ``n`` references from the
+        day's counter row; ``v`` is the batch, one array per column; ``c`` inserts the cases with
+        their references, ``base + ord`` formatted as :func:`storage.refs.format_ref` does; ``e``,
+        ``i`` and ``s`` insert the events, the message records and the dialogue states of the cases
+        ``c`` inserted, where :data:`REF_MARK` in a reply or a state becomes the case's reference."""
+        m, quote = self.mark, self._quote
+        groups = {"c": self._parts(_case, case_keys - {"ref"}), "e": self._parts(_event, event_keys - {"case_id"}),
+                  "i": self._parts(_inbound, inbound_keys - {"case_id"}),
+                  "s": self._parts(_kv, frozenset({"key", "value", "expires_at"})) if with_states else []}
+        aliases = {g: [f"{g}{k}" for k in range(len(parts))] for g, parts in groups.items()}
+        case_id = aliases["c"][[c.key for c, _, _ in groups["c"]].index("id")]
+        cid, cref = f"c.{quote(_case.c.id.name)}", f"c.{quote(_case.c.ref.name)}"
+
+        def names(g: str) -> str:
+            return ", ".join(self._col(c) for c, _, _ in groups[g])
+
+        def values(g: str, text_key: str | None = None) -> str:
+            return ", ".join(f"replace(v.{a}, {m}, {cref})" if c.key == text_key else f"v.{a}"
+                             for (c, _, _), a in zip(groups[g], aliases[g], strict=True))
+
         counter, day, last = self._table(_counter), self._col(_counter.c.day), self._col(_counter.c.last)
         seq = "(r.base + v.ord)::text"
+        joined = f"FROM c JOIN v ON v.{case_id} = {cid}"
+        every = [p for g in "ceis" for p in groups[g]]
         sql = (
-            f"WITH r AS (UPDATE {counter} SET {last} = {last} + {m} WHERE {day} = {m} RETURNING {last} - {m} AS base) "
-            f"INSERT INTO {self._table(_case)} ({', '.join(self._col(c) for c, _, _ in parts)}, {self._col(_case.c.ref)}) "
-            f"SELECT {', '.join('v.' + a for a in aliases)}, "
-            f"'SB' || {m} || '-' || lpad({seq}, greatest(4, length({seq})), '0') "
-            f"FROM r CROSS JOIN {self._unnest(parts)} WITH ORDINALITY AS v({', '.join(aliases)}, ord) "
-            f"RETURNING {self._col(_case.c.id)}, {self._col(_case.c.ref)}"
+            f"WITH r AS (UPDATE {counter} SET {last} = {last} + {m} WHERE {day} = {m} RETURNING {last} - {m} AS base), "
+            f"v AS (SELECT * FROM {self._unnest(every)} WITH ORDINALITY "
+            f"AS v({', '.join(a for g in 'ceis' for a in aliases[g])}, ord)), "
+            f"c AS (INSERT INTO {self._table(_case)} ({names('c')}, {self._col(_case.c.ref)}) "
+            f"SELECT {values('c')}, 'SB' || {m} || '-' || lpad({seq}, greatest(4, length({seq})), '0') "
+            f"FROM r CROSS JOIN v RETURNING {self._col(_case.c.id)}, {self._col(_case.c.ref)}), "
+            f"e AS (INSERT INTO {self._table(_event)} ({self._col(_event.c.case_id)}, {names('e')}) "
+            f"SELECT {cid}, {values('e')} {joined}), "
+            f"i AS (INSERT INTO {self._table(_inbound)} ({self._col(_inbound.c.case_id)}, {names('i')}) "
+            f"SELECT {cid}, {values('i', 'reply')} {joined})"
         )
-        return sql, [(key, default, self._binder(column)) for column, key, default in parts]
+        if with_states:
+            k, val, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
+            sql += (f", s AS (INSERT INTO {self._table(_kv)} ({names('s')}) SELECT {values('s', 'value')} {joined} "
+                    f"ON CONFLICT ({k}) DO UPDATE SET {val} = excluded.{val}, {e} = excluded.{e})")
+        sql += f" SELECT {cid}, {cref} FROM c"
+        plans = tuple([(key, default, self._binder(column)) for column, key, default in groups[g]] for g in "ceis")
+        return sql, plans
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019
-    def _with_refs_sql(self, table_name: str, keys: frozenset[str], text_key: str, suffix: str = "") -> tuple[str, list]:
-        """``INSERT … SELECT`` of rows of ``keys`` where the :data:`REF_MARK` in ``text_key`` becomes
-        the reference of the case of the row's ``case_id`` (a column of the table, or else a last
-        array that is not written)."""
-        table = _TABLES[table_name]
-        parts = self._parts(table, keys if "case_id" in table.c else keys - {"case_id"})
-        plan = [(key, default, self._binder(column)) for column, key, default in parts]
-        aliases = [f"c{i}" for i in range(len(parts))]
-        extra: list[str] = []
-        if "case_id" in table.c:
-            case_id = aliases[[key for key, _, _ in plan].index("case_id")]
-        else:
-            plan, extra, case_id = [*plan, ("case_id", None, None)], ["integer"], "case_id"
-            aliases.append(case_id)
-        ref = f"c.{self._quote(_case.c.ref.name)}"
-        selected = [f"replace(v.{a}, {self.mark}, {ref})" if key == text_key else f"v.{a}"
-                    for (_, key, _), a in zip(parts, aliases, strict=False)]
-        sql = (
-            f"INSERT INTO {self._table(table)} ({', '.join(self._col(c) for c, _, _ in parts)}) "
-            f"SELECT {', '.join(selected)} FROM {self._unnest(parts, extra)} AS v({', '.join(aliases)}) "
-            f"JOIN {self._table(_case)} c ON c.{self._quote(_case.c.id.name)} = v.{case_id}{suffix}"
-        )
-        return sql, plan
-
-    def queue_cases_numbered(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime,
-                             ids: Sequence[int]) -> Numbered:
-        """PostgreSQL: :meth:`take_refs` and :meth:`insert_cases` in statements sent without
-        waiting (pipeline mode), so that the day's counter row, which every worker's batch
-        updates, stays locked only while the database runs the transaction and not while a busy
-        worker gets round to its next statement. The cases take the ``ids`` given; the day's
-        counter row is created first when missing. Once the transaction is committed,
-        :meth:`refs_of` the result gives each case's reference."""
+    def queue_batch(self, cur: Cursor, cases: Sequence[dict[str, Any]], messages: Sequence[dict[str, Any]],
+                    states: Sequence[tuple[str, str]], *, now: dt.datetime, ids: Sequence[int],
+                    expires_at: dt.datetime | None) -> Numbered:
+        """PostgreSQL: :meth:`take_refs`, :meth:`insert_cases`, :meth:`record_answered` and
+        :meth:`put_states` (``states``: ``(key, value)``, none when the states go elsewhere) as one
+        statement (:meth:`_batch_sql`), sent without waiting (pipeline mode): the day's counter
+        row, which every worker's batch updates, stays locked only while the database runs the
+        transaction, not while a busy worker gets round to its next statement. ``messages[k]`` and
+        ``states[k]`` belong to ``cases[k]``, which takes ``ids[k]``; replies and states carry
+        :data:`REF_MARK` where the reference goes. The day's counter row is created first when
+        missing. Once the transaction is committed, :meth:`refs_of` the result gives each case's
+        reference."""
         if len(ids) < len(cases):
             raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
         day = now.astimezone(CST).strftime("%Y%m%d")
         if day not in self._days:
             cur.execute(self._ensure_day, [day])
         rows = [self._case_row(c, now) | {"id": case_id} for c, case_id in zip(cases, ids, strict=False)]
-        sql, plan = self._numbered_cases_sql(frozenset(rows[0]))
-        numbered = cur.connection.cursor()
+        events = self._event_rows(rows, cases, ids, now)
+        records = [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages]
+        kept = [{"key": key, "value": value, "expires_at": expires_at} for key, value in states]
+        sql, plans = self._batch_sql(frozenset(rows[0]), frozenset(events[0]), frozenset(records[0]), bool(kept))
         n = len(rows)
-        numbered.execute(sql, [n, day, n, day, *self._columns(plan, rows)])
-        self._insert_events(cur, rows, cases, ids, now)
+        params: list[Any] = [n, day, n]
+        for plan, group in zip(plans, (rows, events, records, kept), strict=True):
+            params += self._columns(plan, group)
+        params += [day, REF_MARK] + ([REF_MARK] if kept else [])
+        numbered = cur.connection.cursor()
+        numbered.execute(sql, params)
         return Numbered(numbered, day)
 
     def refs_of(self, numbered: Numbered) -> dict[int, str]:
-        """``{case id: reference}`` of :meth:`queue_cases_numbered`'s cases, once committed."""
+        """``{case id: reference}`` of :meth:`queue_batch`'s cases, once committed."""
         refs = dict(numbered.cursor.fetchall())
         self._days.add(numbered.day)  # committed: the day's counter row exists
         return refs
-
-    def record_answered_numbered(self, cur: Cursor, messages: Sequence[dict[str, Any]], *, now: dt.datetime) -> None:
-        """:meth:`record_answered` in :meth:`queue_cases_numbered`'s transaction: each reply's
-        :data:`REF_MARK` becomes its case's reference."""
-        rows = [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages]
-        sql, plan = self._with_refs_sql(_inbound.name, frozenset(rows[0]), "reply")
-        cur.execute(sql, [REF_MARK, *self._columns(plan, rows)])
-
-    def put_states_numbered(self, cur: Cursor, states: Sequence[tuple[str, str, int]], *,
-                            expires_at: dt.datetime | None) -> None:
-        """:meth:`put_states` in :meth:`queue_cases_numbered`'s transaction: ``(key, value, case_id)``,
-        each value's :data:`REF_MARK` becoming its case's reference."""
-        if not states:
-            return
-        k, v, e = (self._col(c) for c in (_kv.c.key, _kv.c.value, _kv.c.expires_at))
-        suffix = f" ON CONFLICT ({k}) DO UPDATE SET {v} = excluded.{v}, {e} = excluded.{e}"
-        sql, plan = self._with_refs_sql(_kv.name, frozenset({"key", "value", "expires_at"}), "value", suffix)
-        rows = [{"key": key, "value": value, "expires_at": expires_at, "case_id": case_id}
-                for key, value, case_id in states]
-        cur.execute(sql, [REF_MARK, *self._columns(plan, rows)])
 
     def _insert_rows(self, cur: Cursor, table: Table, rows: list[dict[str, Any]]) -> None:
         """``INSERT`` ``rows`` (no ``RETURNING``): on PostgreSQL one statement whatever their number
@@ -432,21 +432,33 @@ class Statements:
     def reads(self, cur: Cursor, openids: Sequence[str], *, step: str, app: str = "oa",
               state_prefix: str | None = None, case_ids: int = 0) -> Reads:
         """:meth:`senders` and :meth:`deadline_rules` of ``step``, and on PostgreSQL ``case_ids``
-        ids for new cases (a sequence's values: the inserts need not wait for ``RETURNING``, and an
-        id left unused is a gap no one sees). On PostgreSQL all three go in one round trip."""
+        ids for new cases (a sequence's values: the inserts need not wait for ``RETURNING``). On
+        PostgreSQL all three in one statement (:meth:`_reads_sql`)."""
         if not self.pipelined:
             return Reads(self.senders(cur, openids, app=app, state_prefix=state_prefix),
                          self.deadline_rules(cur, step), [])
-        conn = cur.connection
-        with conn.pipeline():
-            cur.execute(*self._senders_query(openids, app, state_prefix))
-            rules, ids = conn.cursor(), conn.cursor()
-            rules.execute(self._rules, [step])
-            if case_ids:
-                ids.execute(self._case_ids, [case_ids])
-            senders = {r.openid: r for r in (Sender(*self._read(row, self._sender_readers)) for row in cur.fetchall())}
-            return Reads(senders, {region_id: days for region_id, days in rules.fetchall()},
-                         [row[0] for row in ids.fetchall()] if case_ids else [])
+        prefix = [state_prefix] if state_prefix is not None else []
+        cur.execute(self._reads_sql(state_prefix is not None), [step, case_ids, *prefix, app, list(openids)])
+        rows = cur.fetchall()
+        if not rows:  # no sender known: nothing to file (and no ids taken)
+            return Reads({}, {}, [])
+        senders = {r.openid: r for r in (Sender(*self._read(row[2:], self._sender_readers)) for row in rows)}
+        return Reads(senders, {region_id: days for region_id, days in rows[0][0] or []}, list(rows[0][1] or []))
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019
+    def _reads_sql(self, with_state: bool) -> str:
+        """PostgreSQL: :meth:`_senders_sql` with, in front of each row, the deadline rules of a step
+        (``[[region_id, working_days], …]``) and an array of ids for new cases from the table's
+        sequence (an id left unused is a gap no one sees): uncorrelated subqueries, run once for
+        the statement. One statement, one round trip."""
+        rule = self._table(_rule)
+        rules = (f"(SELECT json_agg(json_build_array({self._col(_rule.c.region_id)}, {self._col(_rule.c.working_days)})) "
+                 f"FROM {rule} WHERE {self._col(_rule.c.step)} = {self.mark})")
+        ids = (f"(SELECT array_agg(nextval(pg_get_serial_sequence('{self._table(_case)}', 'id'))) "
+               f"FROM generate_series(1, {self.mark}::integer))")
+        senders = self._senders_sql(0, with_state)
+        assert senders.startswith("SELECT ")
+        return f"SELECT {rules}, {ids}, " + senders[len("SELECT "):]
 
     # --- the writes -----------------------------------------------------------------------------
 
@@ -505,12 +517,17 @@ class Statements:
     def _insert_events(self, cur: Cursor, rows: list[dict[str, Any]], cases: Sequence[dict[str, Any]],
                        ids: Sequence[int], now: dt.datetime) -> None:
         """The ``created`` event of each case."""
-        self._insert_rows(cur, _event, [
+        self._insert_rows(cur, _event, self._event_rows(rows, cases, ids, now))
+
+    @staticmethod
+    def _event_rows(rows: list[dict[str, Any]], cases: Sequence[dict[str, Any]], ids: Sequence[int],
+                    now: dt.datetime) -> list[dict[str, Any]]:
+        return [
             {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
              "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
              "data": {"channel": row["channel"], "urgent": row["urgent"]}}
             for case_id, c, row in zip(ids, cases, rows, strict=False)
-        ])
+        ]
 
     def record_answered(self, cur: Cursor, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
         """The inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with

@@ -48,15 +48,30 @@ def test_a_conflict_in_the_pipeline_rolls_back_all_of_it_and_leaves_the_connecti
     assert _count(engine, "refcounter") == 2
 
 
-def test_reads_take_ids_for_the_new_cases_from_the_sequence(engine):
-    sql = statements(engine)
-    with dbapi_reading(engine) as cur:
-        first = sql.reads(cur, ["o-nobody"], step="warning", case_ids=3)
-    with dbapi_reading(engine) as cur:
-        second = sql.reads(cur, ["o-nobody", "o-none"], step="warning", case_ids=2)
-    assert first.senders == {} and second.senders == {}
-    assert len(first.case_ids) == 3 and len(second.case_ids) == 2
-    assert first.case_ids == sorted(first.case_ids) and max(first.case_ids) < min(second.case_ids)
+def test_one_read_returns_the_senders_the_rules_and_ids_for_new_cases(tmp_path, pg_url):
+    from tests.test_quick_report import bind
+    from tests.wechat_user import WeChatApp
+
+    w = WeChatApp(tmp_path, pg_url, mode="safe")
+    try:
+        bind(w, "o-known-1")
+        bind(w, "o-known-2")
+        engine = w.services.engine
+        sql = statements(engine)
+        with dbapi_reading(engine) as cur:
+            first = sql.reads(cur, ["o-known-1", "o-nobody"], step="warning", case_ids=3)
+            rules = sql.deadline_rules(cur, "warning")
+        with dbapi_reading(engine) as cur:
+            second = sql.reads(cur, ["o-known-1", "o-known-2"], step="warning", case_ids=2)
+        with dbapi_reading(engine) as cur:
+            nobody = sql.reads(cur, ["o-nobody"], step="warning", case_ids=2)
+        assert set(first.senders) == {"o-known-1"} and set(second.senders) == {"o-known-1", "o-known-2"}
+        assert first.rules == second.rules == rules and rules  # the demo county has its rules
+        assert len(first.case_ids) == 3 and len(second.case_ids) == 2
+        assert first.case_ids == sorted(first.case_ids) and max(first.case_ids) < min(second.case_ids)
+        assert (nobody.senders, nobody.rules, nobody.case_ids) == ({}, {}, [])  # nothing to file, no ids taken
+    finally:
+        w.close()
 
 
 def test_database_warnings_name_autovacuum_when_it_is_off(engine, tmp_path):
@@ -119,3 +134,33 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url, monkeypatch):
         assert len(pings) == 1
     finally:
         engine.dispose()
+
+
+def test_a_report_on_a_connection_dropped_a_moment_ago_is_still_filed(tmp_path, pg_url, monkeypatch):
+    """Within the second after its last use a pooled connection is not pinged: if the server
+    dropped it, the flood path's statement fails, and the report goes to the general path, which
+    files and answers it on a new connection. Nothing is lost or doubled."""
+    import psycopg
+
+    import storage.db
+    from storage.models import Case
+    from tests.test_quick_report import bind, click, rows
+    from tests.wechat_user import WeChatApp
+
+    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 3600.0)
+    w = WeChatApp(tmp_path, pg_url, mode="safe")
+    try:
+        for o in ("o-before", "o-after"):
+            bind(w, o)
+        assert "编号 SB" in w.inbox.handle(click("o-before"))
+        database = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", [database])
+        filed = w.inbox.quick.filed
+        reply = w.inbox.handle(click("o-after"))
+        assert "编号 SB" in reply
+        assert w.inbox.quick.filed == filed  # the general path filed it
+        assert len(rows(w, Case)) == 2
+    finally:
+        w.close()
