@@ -438,8 +438,14 @@ class Statements:
             return Reads(self.senders(cur, openids, app=app, state_prefix=state_prefix),
                          self.deadline_rules(cur, step), [])
         prefix = [state_prefix] if state_prefix is not None else []
-        cur.execute(self._reads_sql(state_prefix is not None), [step, case_ids, *prefix, app, list(openids)])
-        rows = cur.fetchall()
+        with cur.connection.pipeline():
+            # The planner would plan this statement anew for every batch (0.37 ms of the server's
+            # CPU, more than running it) because its plan for the openids' actual array looks
+            # cheaper than the generic one; the generic plan is the same index lookups. For this
+            # transaction only.
+            cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cur.execute(self._reads_sql(state_prefix is not None), [step, case_ids, *prefix, app, list(openids)])
+            rows = cur.fetchall()
         if not rows:  # no sender known: nothing to file (and no ids taken)
             return Reads({}, {}, [])
         senders = {r.openid: r for r in (Sender(*self._read(row[2:], self._sender_readers)) for row in rows)}
