@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Reports filed together at most (a bound on the time one commit makes the first of them wait).
 MAX_BATCH = 64
 #: How long a busy leader waits for more reports to join its batch (``GroupCommit.gather``).
-GATHER = 0.001
+GATHER = 0.002
 
 
 @dataclass
@@ -220,8 +220,10 @@ class GroupCommit:
         #: Seconds a leader waits for more reports before filing its batch, when the last batch had
         #: more than one (the service is busy; an idle one files each report at once), as
         #: PostgreSQL's ``commit_delay`` does with ``commit_siblings``. Each batch has a fixed cost
-        #: (round trips, a commit); over HTTP on PostgreSQL + Redis (2026-12-01, 3 rounds each)
-        #: 1 ms gave 934-1001 reports/s at 1.17-1.30 ms of CPU each, none 840-892 at 1.30-1.38.
+        #: (round trips, a commit). Reports over HTTP (2026-12-01, 3 rounds each, alternating):
+        #: PostgreSQL + Redis 1042-1058/s at 1.15-1.17 ms of the workers' CPU each with 2 ms,
+        #: 944-1034 with 1 ms, 944-962 with 0.5 ms, 840-892 at 1.30-1.38 ms with none; SQLite
+        #: 1215-1332/s with 2 ms, 1212-1303 with 1 ms, 1138-1172 with none.
         self.gather = gather
         self._last_size = 1
         #: Batches in flight at once in this process. One: on SQLite a second would only wait for
