@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 #: How long a busy leader waits for more reports to join its batch (``GroupCommit.gather``).
 GATHER = 0.002
+#: … in steps of this long, and stops after a step in which none came.
+GATHER_STEP = 0.0005
 
 
 @dataclass
@@ -211,20 +213,24 @@ class GroupCommit:
     """Files the one-click reports of this process's threads together (see the module docstring)."""
 
     def __init__(self, ctx: Context, *, max_batch: int = MAX_BATCH, max_leaders: int = 1,
-                 gather: float = GATHER):
+                 gather: float = GATHER, gather_step: float = GATHER_STEP):
         self.ctx = ctx
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._waiting: list[_Job] = []
         self._leaders = 0
-        #: Seconds a leader waits for more reports before filing its batch, when the last batch had
-        #: more than one (the service is busy; an idle one files each report at once), as
-        #: PostgreSQL's ``commit_delay`` does with ``commit_siblings``. Each batch has a fixed cost
-        #: (round trips, a commit). Reports over HTTP (2026-12-01, 3 rounds each, alternating):
+        #: Seconds a leader waits at most for more reports before filing its batch, when the last
+        #: batch had more than one (the service is busy; an idle one files each report at once),
+        #: much as PostgreSQL's ``commit_delay`` does with ``commit_siblings``; it looks every
+        #: ``gather_step`` and stops after a step in which none came. Each batch has a fixed cost
+        #: (round trips, a commit). Reports over HTTP with a plain wait of ``gather`` (2026-12-01, 3
+        #: rounds each, alternating):
         #: PostgreSQL + Redis 1042-1058/s at 1.15-1.17 ms of the workers' CPU each with 2 ms,
         #: 944-1034 with 1 ms, 944-962 with 0.5 ms, 840-892 at 1.30-1.38 ms with none; SQLite
-        #: 1215-1332/s with 2 ms, 1212-1303 with 1 ms, 1138-1172 with none.
-        self.gather = gather
+        #: 1215-1332/s with 2 ms, 1212-1303 with 1 ms, 1138-1172 with none. Looking every 0.5 ms
+        #: kept PostgreSQL's 806-1013 (42 %) and spares the wait where no one else can come: four
+        #: threads in process (all four in every batch) filed 1140/s, against 1039 with the plain wait.
+        self.gather, self.gather_step = gather, gather_step
         self._last_size = 1
         #: Batches in flight at once in this process. One: on SQLite a second would only wait for
         #: the write lock; on PostgreSQL + Redis two were measured over HTTP (2026-12-01) at 30 % of
@@ -262,12 +268,18 @@ class GroupCommit:
 
     def _lead(self, batch: list[_Job]) -> None:
         if self.gather and self._last_size > 1 and len(batch) < self.max_batch:
-            # Busy (the last batch was not alone): let the reports on their way join this one.
-            time.sleep(self.gather)
-            with self._lock:
-                room = self.max_batch - len(batch)
-                batch = batch + self._waiting[:room]
-                del self._waiting[:room]
+            # Busy (the last batch was not alone): let the reports on their way join this one, as
+            # long as they keep coming.
+            deadline = time.monotonic() + self.gather
+            while len(batch) < self.max_batch and time.monotonic() < deadline:
+                time.sleep(self.gather_step)
+                with self._lock:
+                    room = self.max_batch - len(batch)
+                    more = self._waiting[:room]
+                    del self._waiting[:room]
+                if not more:
+                    break
+                batch = batch + more
         self._last_size = len(batch)
         states: dict[str, str] = {}
         try:

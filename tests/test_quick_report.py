@@ -310,14 +310,14 @@ def test_the_flood_path_purges_expired_states_now_and_then(app):
 
 @pytest.mark.parametrize("busy", [True, False])
 def test_a_busy_leader_gathers_the_reports_on_their_way(app, busy):
-    """After a batch of more than one, the next leader waits ``gather`` seconds for more; after a
-    batch of one (idle) it files at once."""
+    """After a batch of more than one, the next leader waits for more while they keep coming
+    (``gather`` at most); after a batch of one (idle) it files at once."""
     import time
 
     openids = ["o-gather-a", "o-gather-b", "o-gather-c"]
     for o in openids:
         bind(app, o)
-    gc = GroupCommit(app.ctx, gather=0.5)
+    gc = GroupCommit(app.ctx, gather=0.8, gather_step=0.3)
     gc._last_size = 2 if busy else 1
     out: dict[str, str | None] = {}
     threads = [threading.Thread(target=lambda o=o: out.__setitem__(o, gc.file(click(o)))) for o in openids]
@@ -333,3 +333,15 @@ def test_a_busy_leader_gathers_the_reports_on_their_way(app, busy):
     else:
         assert gc.batch_sizes[1] >= 1 and 3 not in gc.batch_sizes
     assert len(rows(app, Case)) == 3
+
+
+def test_a_busy_leader_stops_waiting_when_none_come(app):
+    import time
+
+    bind(app, "o-alone")
+    gc = GroupCommit(app.ctx, gather=5.0, gather_step=0.05)
+    gc._last_size = 2  # busy
+    started = time.monotonic()
+    assert "编号 SB" in gc.file(click("o-alone"))
+    assert time.monotonic() - started < 3  # one step without arrivals, not the 5 s
+    assert gc.batch_sizes == {1: 1}
