@@ -8,7 +8,7 @@ so the ratio between the two is the cost of what the service does on top.
 Configured with the service's variables (``HUINONG_WECHAT_TOKEN``, ``HUINONG_WECHAT_AES_KEY``,
 ``HUINONG_WECHAT_APPID``), like wechatpy's ``examples/echo-encrypted``::
 
-    .venv/bin/gunicorn --workers 2 --threads 4 --chdir benchmarks echo_app:app
+    .venv/bin/gunicorn --workers 2 --threads 8 --chdir benchmarks echo_app:app
 """
 
 from __future__ import annotations
