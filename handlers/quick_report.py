@@ -9,7 +9,8 @@ of ``storage.intake`` (SQL run on the driver's cursor), committed before any rep
 :class:`GroupCommit` is the classic group commit of a database log: the first report to arrive
 leads and files whatever is waiting in one transaction; reports arriving meanwhile wait and go
 together in the next one. An idle service files each report alone (no added wait); under a flood
-the batches grow by themselves and one commit (and one turn at SQLite's write lock) serves many.
+the batches grow by themselves and one commit (and one turn at SQLite's write lock) serves many,
+a leader waiting 2 ms for more when its last batch was not alone (``GroupCommit.gather``).
 The reports of a batch are answered as soon as it is committed; with Redis, the leader saves the
 batch's dialogue states after handing over to the next leader.
 
@@ -80,8 +81,8 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     rules) and the work in Python are done first, outside the write transaction, so that
     SQLite's write lock, which every process on the database shares, is held only for the
     inserts and the commit. Reads and writes share one pooled connection (on PostgreSQL, one
-    transaction, in three round trips: the reads with the new cases' ids; the references; the
-    inserts with the COMMIT).
+    transaction of two statements and two round trips: the read, with ids for the new cases; the
+    write, with the COMMIT).
 
     Raises (``IntegrityError`` above all) when the batch as a whole cannot be committed: then
     nothing of it was written.
@@ -107,12 +108,12 @@ def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
            chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
            state_in_db: bool, ids: list[int]) -> Callable[[], None]:
     """The write transaction of :func:`file_batch`: references, cases, events, message records
-    with their replies, dialogue states; fills ``results``. ``ids``: for the cases, taken
-    beforehand, or empty. Returns what to do once committed (nothing)."""
+    with their replies, dialogue states; fills ``results``. (``ids``: none are taken beforehand
+    here.) Returns what to do once committed (nothing)."""
     refs = sql.take_refs(cur, now, len(chosen))
     for (_, case), ref in zip(chosen, refs, strict=True):
         case["ref"] = ref
-    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now, ids=ids)
+    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now)
     messages, states = [], {}
     for (i, case), case_id in zip(chosen, ids, strict=True):
         text = _reply(case["ref"], case["due_at"])

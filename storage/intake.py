@@ -307,14 +307,6 @@ class Statements:
             out.append(column)
         return out
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019
-    def _unnest_insert_sql(self, table_name: str, keys: frozenset[str]) -> tuple[str, list]:
-        table = _TABLES[table_name]
-        parts = self._parts(table, keys)
-        sql = (f"INSERT INTO {self._table(table)} ({', '.join(self._col(c) for c, _, _ in parts)}) "
-               f"SELECT * FROM {self._unnest(parts)}")
-        return sql, [(key, default, self._binder(column)) for column, key, default in parts]
-
     @functools.lru_cache(maxsize=8)  # noqa: B019
     def _batch_sql(self, case_keys: frozenset[str], event_keys: frozenset[str], inbound_keys: frozenset[str],
                    with_states: bool) -> tuple[str, tuple[list, ...]]:
@@ -401,13 +393,8 @@ class Statements:
         return refs
 
     def _insert_rows(self, cur: Cursor, table: Table, rows: list[dict[str, Any]]) -> None:
-        """``INSERT`` ``rows`` (no ``RETURNING``): on PostgreSQL one statement whatever their number
-        (:meth:`_unnest`), elsewhere ``executemany``."""
-        if self.pipelined:
-            sql, plan = self._unnest_insert_sql(table.name, frozenset(rows[0]))
-            cur.execute(sql, self._columns(plan, rows))
-        else:
-            cur.executemany(*self._rows(table, rows))
+        """``INSERT`` ``rows`` (no ``RETURNING``) with ``executemany``."""
+        cur.executemany(*self._rows(table, rows))
 
     # --- the reads ------------------------------------------------------------------------------
 
@@ -482,20 +469,11 @@ class Statements:
             last = row[0]
         return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]
 
-    def insert_cases(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime,
-                     ids: Sequence[int] = ()) -> list[int]:
+    def insert_cases(self, cur: Cursor, cases: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[int]:
         """Insert the cases (each ``fields`` as ``cases.create_case`` takes them, plus ``ref``,
         ``inbound_key`` and the ``actor_*`` of its ``created`` event) and their first events; the
-        new ids in order. ``ids``: theirs, taken beforehand (``Reads.case_ids``); otherwise the
-        database hands them out."""
-        if ids and len(ids) < len(cases):
-            raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
-        rows = [self._case_row(c, now) | ({"id": ids[i]} if ids else {}) for i, c in enumerate(cases)]
-        if ids:
-            self._insert_rows(cur, _case, rows)
-            ids = list(ids[: len(cases)])
-            self._insert_events(cur, rows, cases, ids, now)
-            return ids
+        new ids in order. (PostgreSQL's flood path uses :meth:`queue_batch` instead.)"""
+        rows = [self._case_row(c, now) for c in cases]
         sql, values = self._rows(_case, rows, returning_id=True)
         if self.returning_many:
             cur.executemany(sql, values, returning=True)
