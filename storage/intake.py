@@ -262,50 +262,37 @@ class Statements:
 
     def _rows(self, table: Table, rows: list[dict[str, Any]], *, returning_id: bool = False) -> tuple[str, list]:
         sql, plan = self._insert(table.name, frozenset(rows[0]), returning_id)
-        values = []
-        for row in rows:
-            out = []
-            for key, default, binder in plan:
-                if key is not None:
-                    value = row[key]
-                elif default.is_callable:
-                    value = default.arg(None)
-                else:
-                    value = default.arg
-                out.append(value if binder is None or value is None else binder(value))
-            values.append(tuple(out))
-        return sql, values
+        return sql, [tuple(self._value(row, *step) for step in plan) for row in rows]
+
+    @staticmethod
+    def _value(row: dict[str, Any], key: str | None, default: Any, binder: Callable[[Any], Any] | None) -> Any:
+        """One column's bound value for ``row``: its own, or the column's Python-side default."""
+        if key is not None:
+            value = row[key]
+        elif default.is_callable:
+            value = default.arg(None)
+        else:
+            value = default.arg
+        return value if binder is None or value is None else binder(value)
 
     def _cast(self, column: Column) -> str:
         """The column's type for a cast of a bound value, without a length: a cast to
         ``VARCHAR(32)`` would cut a longer value short, where the insert refuses it."""
         return re.sub(r"\(\d+\)", "", column.type.compile(dialect=self.dialect))
 
-    def _unnest(self, parts: list[tuple[Column, str | None, Any]], extra: Sequence[str] = ()) -> str:
-        """``unnest(%s::type[], …)``: the rows of a batch as one array per column (and per
-        ``extra`` type), so that a statement's text and its number of parameters do not depend on
-        the batch's size: psycopg converts it once and prepares it once on the server, where a
-        ``VALUES`` list of n rows is a new statement for each n (and over 50 parameters psycopg
-        does not even cache its conversion: 0.3 ms a batch)."""
+    def _unnest(self, parts: list[tuple[Column, str | None, Any]]) -> str:
+        """``unnest(%s::type[], …)``: the rows of a batch as one array per column, so that a
+        statement's text and its number of parameters do not depend on the batch's size: psycopg
+        converts it once and prepares it once on the server, where a ``VALUES`` list of n rows is
+        a new statement for each n (and over 50 parameters psycopg does not even cache its
+        conversion: 0.3 ms a batch)."""
         # %b: psycopg's binary array format (its text format escapes every element with a regex).
-        return "unnest(" + ", ".join(f"%b::{t}[]" for t in [*(self._cast(c) for c, _, _ in parts), *extra]) + ")"
+        return "unnest(" + ", ".join(f"%b::{self._cast(c)}[]" for c, _, _ in parts) + ")"
 
     @staticmethod
     def _columns(plan: list, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """The values of ``rows`` for ``plan`` (``_insert``'s), one list per column."""
-        out = []
-        for key, default, binder in plan:
-            column = []
-            for row in rows:
-                if key is not None:
-                    value = row[key]
-                elif default.is_callable:
-                    value = default.arg(None)
-                else:
-                    value = default.arg
-                column.append(value if binder is None or value is None else binder(value))
-            out.append(column)
-        return out
+        return [[Statements._value(row, *step) for row in rows] for step in plan]
 
     @functools.lru_cache(maxsize=8)  # noqa: B019
     def _batch_sql(self, case_keys: frozenset[str], event_keys: frozenset[str], inbound_keys: frozenset[str],
