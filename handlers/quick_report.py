@@ -141,8 +141,9 @@ def _write_numbered(sql: intake.Statements, cur, msgs: list[Inbound], keys: list
     Returns what fills ``results`` once the transaction is committed (the references are read
     then)."""
     mark = intake.REF_MARK
+    ids = ids[: len(chosen)]  # one was taken per message; only the chosen are filed
     messages, states, pending = [], [], []
-    for (i, case), case_id in zip(chosen, ids, strict=False):
+    for (i, case), case_id in zip(chosen, ids, strict=True):
         text = _reply(mark, case["due_at"])
         state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": mark,
                             "at": time.time()}, ensure_ascii=False)

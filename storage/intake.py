@@ -356,10 +356,11 @@ class Statements:
         reference."""
         if len(ids) < len(cases):
             raise ValueError(f"{len(cases)} cases but only {len(ids)} ids")
+        ids = ids[: len(cases)]  # the read took one per message; some were not filed here
         day = now.astimezone(CST).strftime("%Y%m%d")
         if day not in self._days:
             cur.execute(self._ensure_day, [day])
-        rows = [self._case_row(c, now) | {"id": case_id} for c, case_id in zip(cases, ids, strict=False)]
+        rows = [self._case_row(c, now) | {"id": case_id} for c, case_id in zip(cases, ids, strict=True)]
         events = self._event_rows(rows, cases, ids, now)
         records = [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages]
         kept = [{"key": key, "value": value, "expires_at": expires_at} for key, value in states]
@@ -497,7 +498,7 @@ class Statements:
             {"case_id": case_id, "at": now, "actor_kind": c["actor_kind"], "actor_id": c.get("actor_id"),
              "actor_name": c["actor_name"], "action": "created", "step": row["step"], "note": "",
              "data": {"channel": row["channel"], "urgent": row["urgent"]}}
-            for case_id, c, row in zip(ids, cases, rows, strict=False)
+            for case_id, c, row in zip(ids, cases, rows, strict=True)
         ]
 
     def record_answered(self, cur: Cursor, messages: Iterable[dict[str, Any]], *, now: dt.datetime) -> None:
