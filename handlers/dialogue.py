@@ -325,7 +325,7 @@ def _details_turn(ctx: Context, msg: Inbound, who: Chatter, state: dict, text: s
 def _describe(ctx: Context, who: Chatter, state: dict, text: str) -> Reply:
     """One turn of description: masked, stored on the case, and checked for sudden hardship."""
     from .pii import find_pii, mask_pii
-    from .report import _notify_urgent
+    from .report import notify_urgent
 
     found = find_pii(text)
     masked = mask_pii(text)
@@ -348,7 +348,8 @@ def _describe(ctx: Context, who: Chatter, state: dict, text: str) -> Reply:
                 add_event(session, case, action="urgent", actor_kind="system", note=reasons[:500])
                 village = get_region(session, case.village_id)
                 if village is not None:
-                    _notify_urgent(session, case, village)
+                    notify_urgent(session, case_id=case.id, ref=case.ref, reasons=case.urgent_reasons,
+                                  village=village)
                 urgent_now = True
     state["stage"] = "describe"
     _save(ctx, who, state)

@@ -2,9 +2,10 @@
 
 What :func:`handlers.dialogue.start_report` → ``_file`` → :func:`handlers.report.submit` and the
 edge's bookkeeping (``routing.receive`` / ``complete``) do for one report in four transactions,
-:func:`file_batch` does for a batch in one read and one short write transaction: the same
-case, ``created`` event, reference, stored reply and dialogue state, with the batched statements
-of ``storage.intake`` (SQL run on the driver's cursor), committed before any reply is returned.
+:func:`file_batch` does for a batch in one read and one write transaction: the same case,
+``created`` event, reference, stored reply and dialogue state, through the same write path
+(:func:`handlers.report.file`, a batch of one for ``submit``), committed before any reply is
+returned.
 
 :class:`GroupCommit` is the classic group commit of a database log: the first report to arrive
 leads and files whatever is waiting in one transaction; reports arriving meanwhile wait and go
@@ -16,8 +17,8 @@ batch's dialogue states after handing over to the next leader.
 
 Anything out of the ordinary is left to the general path (the result is None): an unknown or
 unregistered sender, an open dialogue, a second report of the same household or sender in one
-batch, a retry or a racing copy (the unique constraints refuse the batch, which is then tried
-one report at a time), any error (logged).
+batch, a retry or a racing copy (the batch is refused and then tried one report at a time), any
+error (logged).
 """
 
 from __future__ import annotations
@@ -29,19 +30,19 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from storage import intake
-from storage.db import dbapi_reading, dbapi_writing
-from storage.kv import DatabaseKV, get_many, set_many
+from storage import Connection, IntegrityError
+from storage.db import reading
+from storage.inbound import record_answered
+from storage.kv import DatabaseKV, get_many, put_many, set_many
 from storage.models import utcnow
+from storage.people import Sender, senders
 
 from . import texts
 from .context import Context
-from .deadlines import DEFAULT_STEP_DAYS
 from .dialogue import STATE_TTL, _key
-from .report import MAX_NAME, PHONE_RE, ack_message
+from .report import MAX_NAME, PHONE_RE, Ack, ReportInput, ack_message, file
 from .routing import Inbound, answered_record
 
 log = logging.getLogger(__name__)
@@ -77,102 +78,63 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     """File every report of ``msgs`` it can in one transaction; None for the rest (among them the
     senders in ``busy``: a dialogue is open in a key-value store other than the database).
 
-    Everything that only reads (senders, open dialogues, open cases in one statement; deadline
-    rules) and the work in Python are done first, outside the write transaction, so that
-    SQLite's write lock, which every process on the database shares, is held only for the
-    inserts and the commit. Reads and writes share one pooled connection (on PostgreSQL, one
-    transaction of two statements and two round trips: the read, with ids for the new cases; the
-    write, with the COMMIT).
+    The senders are read first, outside the write transaction (on SQLite without the write lock);
+    the reports chosen go to :func:`handlers.report.file`, the one write path, whose transaction
+    also records each message with its reply and, when the dialogue states live in the database,
+    the states that continue the conversation.
 
-    Raises (``IntegrityError`` above all) when the batch as a whole cannot be committed: then
-    nothing of it was written.
+    Raises (``IntegrityError`` above all: a retry, or a copy racing on another worker) when the
+    batch as a whole cannot be committed: then nothing of it was written.
     """
     now = utcnow()
-    sql = intake.statements(ctx.engine)
     results: list[_Filed | None] = [None] * len(msgs)
-    keys = [_key(m.openid) for m in msgs]
-    with dbapi_reading(ctx.engine) as reader:
-        reads = sql.reads(reader, [m.openid for m in msgs], step="warning", case_ids=len(msgs),
-                          state_prefix=_key("") if state_in_db else None)
-        chosen = _choose(ctx, reads, msgs, now, busy=busy)
-        if not chosen:
-            return results
-        write = _write_numbered if sql.pipelined else _write
-        with dbapi_writing(ctx.engine, on=reader) as cur:
-            finish = write(sql, cur, msgs, keys, chosen, results, now, state_in_db=state_in_db, ids=reads.case_ids)
-        finish()
+    with reading(ctx.engine) as conn:
+        found = senders(conn, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
+    chosen = _choose(ctx, found, msgs, now, busy=busy)
+    if not chosen:
+        return results
+
+    def record(conn: Connection, acks: list) -> None:
+        messages, states = [], {}
+        for (i, _), ack in zip(chosen, acks, strict=True):
+            if not isinstance(ack, Ack) or not ack.created:  # refused, or filed before: the general path
+                raise _Refused
+            text = _reply(ack.ref, ack.due_at)
+            state = json.dumps({"flow": "details", "stage": "risk", "case_id": ack.case_id, "ref": ack.ref,
+                                "at": time.time()}, ensure_ascii=False)
+            msg = msgs[i]
+            messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
+                             "reply": answered_record(text), "case_id": ack.case_id})
+            states[_key(msg.openid)] = state
+            results[i] = _Filed(text, _key(msg.openid), state)
+        record_answered(conn, messages, now=now)
+        if state_in_db:
+            put_many(conn, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
+
+    try:
+        file(ctx, [r for _, r in chosen], now=now, record=record)
+    except BaseException:
+        results[:] = [None] * len(msgs)
+        raise
     return results
 
 
-def _write(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
-           chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
-           state_in_db: bool, ids: list[int]) -> Callable[[], None]:
-    """The write transaction of :func:`file_batch`: references, cases, events, message records
-    with their replies, dialogue states; fills ``results``. (``ids``: none are taken beforehand
-    here.) Returns what to do once committed (nothing)."""
-    refs = sql.take_refs(cur, now, len(chosen))
-    for (_, case), ref in zip(chosen, refs, strict=True):
-        case["ref"] = ref
-    ids = sql.insert_cases(cur, [c for _, c in chosen], now=now)
-    messages, states = [], {}
-    for (i, case), case_id in zip(chosen, ids, strict=True):
-        text = _reply(case["ref"], case["due_at"])
-        state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": case["ref"],
-                            "at": time.time()}, ensure_ascii=False)
-        msg = msgs[i]
-        messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
-                         "reply": answered_record(text), "case_id": case_id})
-        states[keys[i]] = state
-        results[i] = _Filed(text, keys[i], state)
-    sql.record_answered(cur, messages, now=now)
-    if state_in_db:
-        sql.put_states(cur, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
-    return lambda: None
+class _Refused(IntegrityError):
+    """A report of the batch was refused or filed before: the batch rolls back as on a conflict."""
+
+    def __init__(self):
+        super().__init__("a report of the batch was refused or filed before", None, Exception())
 
 
-def _write_numbered(sql: intake.Statements, cur, msgs: list[Inbound], keys: list[str],
-                    chosen: list[tuple[int, dict]], results: list[_Filed | None], now: dt.datetime, *,
-                    state_in_db: bool, ids: list[int]) -> Callable[[], None]:
-    """:func:`_write` on PostgreSQL, where the whole transaction is sent at once (pipeline mode)
-    and the database numbers the cases itself: the replies and dialogue states are written with
-    :data:`storage.intake.REF_MARK` where the reference goes, which the statement replaces. The
-    day's counter row, which every batch of every worker updates, is then locked only while the
-    database runs the transaction, not while a busy worker gets round to its next statement.
-    Returns what fills ``results`` once the transaction is committed (the references are read
-    then)."""
-    mark = intake.REF_MARK
-    ids = ids[: len(chosen)]  # one was taken per message; only the chosen are filed
-    messages, states, pending = [], [], []
-    for (i, case), case_id in zip(chosen, ids, strict=True):
-        text = _reply(mark, case["due_at"])
-        state = json.dumps({"flow": "details", "stage": "risk", "case_id": case_id, "ref": mark,
-                            "at": time.time()}, ensure_ascii=False)
-        msg = msgs[i]
-        messages.append({"source": msg.openid, "dedupe_key": msg.dedupe_key, "msg_type": msg.kind,
-                         "reply": answered_record(text)})
-        states.append((keys[i], state))
-        pending.append((i, case_id, text, state))
-    numbered = sql.queue_batch(cur, [c for _, c in chosen], messages, states if state_in_db else [], now=now,
-                               ids=ids, expires_at=now + dt.timedelta(seconds=STATE_TTL))
-
-    def finish() -> None:
-        refs = sql.refs_of(numbered)
-        for i, case_id, text, state in pending:
-            results[i] = _Filed(text.replace(mark, refs[case_id]), keys[i], state.replace(mark, refs[case_id]))
-
-    return finish
-
-
-def _choose(ctx: Context, reads: intake.Reads, msgs: list[Inbound], now: dt.datetime, *,
-            busy: frozenset[str]) -> list[tuple[int, dict]]:
-    """The reports of ``msgs`` this path files, as ``(index, case fields)``: known, registered
-    senders with no dialogue open, one report per sender and household."""
-    senders, rules = reads.senders, reads.rules
-    chosen: list[tuple[int, dict]] = []
+def _choose(ctx: Context, found: dict[str, Sender], msgs: list[Inbound], now: dt.datetime, *,
+            busy: frozenset[str]) -> list[tuple[int, ReportInput]]:
+    """The reports of ``msgs`` this path files, as ``(index, report)``: known, registered senders
+    with no dialogue open, one report per sender and household."""
+    chosen: list[tuple[int, ReportInput]] = []
     seen_users: set[int] = set()
     seen_households: set[int] = set()
     for i, msg in enumerate(msgs):
-        who = senders.get(msg.openid)
+        who = found.get(msg.openid)
         if (who is None or who.dialogue_open(now) or msg.openid in busy or who.id in seen_users
                 or who.household_id in seen_households):
             continue
@@ -189,17 +151,10 @@ def _choose(ctx: Context, reads: intake.Reads, msgs: list[Inbound], now: dt.date
         seen_users.add(who.id)
         if who.household_id is not None:
             seen_households.add(who.household_id)
-        days = intake.rule_days(rules, who.village_path)
-        reporter_name = (who.name or who.head_name or "")[:MAX_NAME]
-        chosen.append((i, dict(
+        chosen.append((i, ReportInput(
             channel="wechat", inbound_key=msg.inbound_key, household_id=who.household_id, reporter_id=who.id,
-            reporter_name=reporter_name, reporter_phone_enc=ctx.cipher.encrypt(phone),
-            reporter_phone_idx=ctx.cipher.blind_index(phone), reporter_id_number_enc=None,
-            village_id=who.village_row_id, region_path=who.village_path, risk_types=[], description="",
-            urgent=False, urgent_reasons="", step="warning",
-            due_at=ctx.calendar.add_working_days(now, DEFAULT_STEP_DAYS["warning"] if days is None else days),
-            actor_kind="villager", actor_id=None, actor_name=who.name or reporter_name,
-            possible_duplicate_of_id=who.open_case_id,
+            reporter_name=(who.name or who.head_name or "")[:MAX_NAME], reporter_phone=phone,
+            village_id=who.village_row_id, actor_name=who.name,
         )))
     return chosen
 
@@ -351,4 +306,4 @@ class GroupCommit:
             return None
 
     def _is_conflict(self, exc: BaseException) -> bool:
-        return isinstance(exc, intake.statements(self.ctx.engine).conflict)
+        return isinstance(exc, IntegrityError)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from storage import session_scope
-from storage.cases import cases_for_reporter, create_case, open_case_for
+from storage import Connection, IntegrityError, Session, session_on, session_scope
+from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases
+from storage.db import writing
 from storage.enums import Channel, RiskType
-from storage.models import Case, Household, Region, utcnow
+from storage.households import households_by_id
+from storage.inbound import regions_by_ids
+from storage.models import Case, Region, utcnow
 from storage.outbox import enqueue
 from storage.people import staff_in_region
-from storage.regions import ancestors, deadline_days
+from storage.regions import Village, deadline_rules, nearest_rule, path_ids, villages_by_id
 
 from . import texts
 from .context import Context
 from .deadlines import DEFAULT_STEP_DAYS, is_overdue
-from .errors import NotFound, ValidationError
+from .errors import HandlerError, NotFound, ValidationError
 
 PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
 MAX_NAME = 32
@@ -95,11 +99,22 @@ def _understand(description: str):
     return classify(description)
 
 
-def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -> Ack:
-    """Create (or find, on a retry) the case for ``data`` and return its acknowledgement."""
-    channel, risks, description = _validate(ctx, data)
-    now = now or utcnow()
+@dataclass
+class _Ready:
+    """A validated report, understood, before the database is asked anything."""
 
+    data: ReportInput
+    channel: str
+    risks: list[str]
+    description: str
+    urgent: bool
+    reasons: list[str]
+    phone: str | None
+    id_number: str | None
+
+
+def _prepare(ctx: Context, data: ReportInput) -> _Ready:
+    channel, risks, description = _validate(ctx, data)
     urgent = data.urgent
     reasons = list(data.urgent_reasons)
     pii_id, pii_phone = None, None
@@ -117,64 +132,105 @@ def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -
                 reasons += list(understanding.reasons) if understanding.urgent else []
             if not risks:
                 risks = [str(getattr(r, "value", r)) for r in understanding.risk_types]
-    urgent = bool(urgent)
-
-    with session_scope(ctx.engine) as session:
-        household = None
-        if data.household_id is not None:
-            household = session.get(Household, data.household_id)
-            if household is None:
-                raise NotFound("没有找到这户的信息", field="household_id")
-        village_id = household.village_id if household else data.village_id
-        village = session.get(Region, village_id)
-        if village is None or village.level != "village":
-            raise ValidationError("没有找到这个村，请核对村名", field="village_id")
-
-        phone = data.reporter_phone or pii_phone
-        rule_days = deadline_days(session, step="warning", region=village)
-        days = rule_days if rule_days is not None else DEFAULT_STEP_DAYS["warning"]
-        due = ctx.calendar.add_working_days(now, days)
-        fields = dict(
-            channel=channel,
-            household_id=household.id if household else None,
-            reporter_id=data.reporter_id,
-            reporter_name=(data.reporter_name or (household.head_name if household else ""))[:MAX_NAME],
-            reporter_phone_enc=ctx.cipher.encrypt(phone),
-            reporter_phone_idx=ctx.cipher.blind_index(phone),
-            reporter_id_number_enc=ctx.cipher.encrypt(data.reporter_id_number or pii_id),
-            village_id=village.id,
-            region_path=village.path,
-            risk_types=risks,
-            description=description,
-            urgent=urgent,
-            urgent_reasons="；".join(reasons)[:500],
-            step="warning",
-            due_at=due,
-        )
-        case, created = create_case(
-            session,
-            inbound_key=data.inbound_key,
-            fields=fields,
-            actor_kind="staff" if channel == "staff" else "villager",
-            actor_name=data.actor_name or fields["reporter_name"],
-            now=now,
-        )
-        if created:
-            dup = open_case_for(
-                session, household_id=case.household_id, reporter_id=case.reporter_id, exclude_id=case.id
-            )
-            if dup is not None:
-                case.possible_duplicate_of_id = dup.id
-                session.add(case)
-            if case.urgent:
-                _notify_urgent(session, case, village)
-        ack = _ack(case, created)
-    return ack
+    return _Ready(data, channel, risks, description, bool(urgent), reasons,
+                  data.reporter_phone or pii_phone, data.reporter_id_number or pii_id)
 
 
-def _notify_urgent(session, case: Case, village: Region) -> None:
-    """Queue a template message to the township staff responsible for the village."""
-    chain = ancestors(session, village)
+#: What a channel may write with the reports, in their transaction: called with the connection
+#: and each report's outcome (an :class:`Ack`, or the error that refused it).
+Record = Callable[[Connection, list["Ack | HandlerError"]], None]
+
+
+def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | None = None,
+         record: Record | None = None) -> list[Ack | HandlerError]:
+    """File ``reports`` in one transaction: the one write path of every channel.
+
+    Each report is validated and understood first; one that is refused (bad input, an unknown
+    household or village) gets its error in its place and writes nothing, the others are filed
+    together (``storage.cases.file_cases``: idempotent on the channel's inbound key, possible
+    duplicates and references decided inside the transaction), urgent ones queue a notice to the
+    township's staff, ``record`` writes the channel's own rows, and all of it is committed before
+    this returns. Raises (``IntegrityError`` above all: a copy racing in another transaction)
+    when the transaction as a whole cannot be committed: then nothing of it was written.
+    """
+    now = now or utcnow()
+    out: list[Ack | HandlerError | None] = [None] * len(reports)
+    ready: dict[int, _Ready] = {}
+    for i, data in enumerate(reports):
+        try:
+            ready[i] = _prepare(ctx, data)
+        except HandlerError as exc:
+            out[i] = exc
+    with writing(ctx.engine) as conn:
+        households = households_by_id(conn, [r.data.household_id for r in ready.values() if r.data.household_id])
+        village_ids = [r.data.village_id if r.data.household_id is None else
+                       households[r.data.household_id].village_id if r.data.household_id in households else None
+                       for r in ready.values()]
+        villages = villages_by_id(conn, [v for v in village_ids if v is not None])
+        rules = deadline_rules(conn, "warning") if ready else {}
+        creates: list[tuple[int, CaseCreate]] = []
+        for i, r in ready.items():
+            try:
+                creates.append((i, _create(ctx, r, households, villages, rules, now)))
+            except HandlerError as exc:
+                out[i] = exc
+        filed = file_cases(conn, [c for _, c in creates], now=now)
+        for (i, c), f in zip(creates, filed, strict=True):
+            if f.created and f.urgent:
+                with session_on(conn) as session:
+                    notify_urgent(session, case_id=f.id, ref=f.ref, reasons=f.urgent_reasons,
+                                  village=villages[c.village_id])
+            out[i] = _ack(f)
+        if record is not None:
+            record(conn, out)  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+def _create(ctx: Context, r: _Ready, households: dict, villages: dict, rules: dict, now: dt.datetime) -> CaseCreate:
+    data = r.data
+    household = None
+    if data.household_id is not None:
+        household = households.get(data.household_id)
+        if household is None:
+            raise NotFound("没有找到这户的信息", field="household_id")
+    village = villages.get(household.village_id if household else data.village_id)
+    if village is None or village.level != "village":
+        raise ValidationError("没有找到这个村，请核对村名", field="village_id")
+    days = nearest_rule(rules, path_ids(village.path))
+    reporter_name = (data.reporter_name or (household.head_name if household else ""))[:MAX_NAME]
+    return CaseCreate(
+        channel=r.channel, inbound_key=data.inbound_key, household_id=household.id if household else None,
+        reporter_id=data.reporter_id, reporter_name=reporter_name,
+        reporter_phone_enc=ctx.cipher.encrypt(r.phone), reporter_phone_idx=ctx.cipher.blind_index(r.phone),
+        reporter_id_number_enc=ctx.cipher.encrypt(r.id_number), village_id=village.id, region_path=village.path,
+        risk_types=r.risks, description=r.description, urgent=r.urgent, urgent_reasons="；".join(r.reasons)[:500],
+        step="warning",
+        due_at=ctx.calendar.add_working_days(now, DEFAULT_STEP_DAYS["warning"] if days is None else days),
+        actor_kind="staff" if r.channel == "staff" else "villager",
+        actor_name=data.actor_name or reporter_name,
+    )
+
+
+def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -> Ack:
+    """Create (or find, on a retry) the case for ``data`` and return its acknowledgement: a batch
+    of one of :func:`file`. A copy racing in another transaction makes this one fail on the unique
+    key; it is then tried again and finds the copy's case."""
+    for attempt in range(3):
+        try:
+            [result] = file(ctx, [data], now=now)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    if isinstance(result, HandlerError):
+        raise result
+    return result
+
+
+def notify_urgent(session: Session, *, case_id: int, ref: str, reasons: str, village: Village | Region) -> None:
+    """Queue a template message to the township staff responsible for the village (in the
+    session's transaction)."""
+    chain = regions_by_ids(session, path_ids(village.path))
     township = next((r for r in reversed(chain) if r.level == "township"), None)
     if township is None:
         return
@@ -185,13 +241,11 @@ def _notify_urgent(session, case: Case, village: Region) -> None:
             session,
             kind="template",
             recipient=staff.wechat_openid,
-            payload={
-                "template": "urgent_case",
-                "data": {"ref": case.ref, "village": village.name, "reasons": case.urgent_reasons},
-            },
-            dedupe_key=f"urgent:{case.id}:{staff.id}",
-            case_id=case.id,
+            payload={"template": "urgent_case", "data": {"ref": ref, "village": village.name, "reasons": reasons}},
+            dedupe_key=f"urgent:{case_id}:{staff.id}",
+            case_id=case_id,
         )
+    session.flush()
 
 
 def ack_message(ref: str, *, created: bool, urgent: bool, due_at: dt.datetime | None) -> str:
@@ -204,15 +258,15 @@ def ack_message(ref: str, *, created: bool, urgent: bool, due_at: dt.datetime | 
     return texts.ACK_REPORT.format(ref=ref, due=texts.format_date(due) if due else "近期")
 
 
-def _ack(case: Case, created: bool) -> Ack:
+def _ack(case: CaseFiled) -> Ack:
     questions = []
     if not case.risk_types:
         questions.append(texts.ASK_RISK.format(menu=texts.risk_menu()))
     if not case.description:
         questions.append(texts.ASK_DESCRIPTION)
-    message = ack_message(case.ref, created=created, urgent=case.urgent, due_at=case.due_at)
+    message = ack_message(case.ref, created=case.created, urgent=case.urgent, due_at=case.due_at)
     return Ack(
-        ref=case.ref, case_id=case.id, created=created, urgent=case.urgent, due_at=case.due_at,
+        ref=case.ref, case_id=case.id, created=case.created, urgent=case.urgent, due_at=case.due_at,
         risk_types=list(case.risk_types), next_questions=questions, message=message,
     )
 

@@ -4,70 +4,183 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, insert, literal, union_all, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
-from .models import Attachment, Case, CaseEvent, InboundMessage, utcnow
-from .refs import next_ref
+from .models import Attachment, Case, CaseEvent, Household, InboundMessage, WeChatUser, utcnow
+from .refs import take_refs
 
 OPEN = Case.closed_at.is_(None)  # type: ignore[union-attr]
 
 
-def create_case(
-    session: Session,
-    *,
-    inbound_key: str | None,
-    fields: dict[str, Any],
-    actor_kind: str = "villager",
-    actor_id: int | None = None,
-    actor_name: str = "",
-    now: dt.datetime | None = None,
-) -> tuple[Case, bool]:
-    """Insert a case and its first timeline event; idempotent on ``inbound_key``.
+class CaseCreate(SQLModel):
+    """A case to file: every field of the row a channel decides, and who filed it (the actor of its
+    ``created`` event). ``inbound_key`` is the channel's idempotency key."""
 
-    Returns ``(case, created)``. A second call with the same key (sequential or concurrent,
-    in any process) returns the first case and ``created=False``: the unique constraint is
-    the guard, and ``IntegrityError`` leads to the existing row, never a second one.
+    channel: str
+    inbound_key: str | None = None
+    household_id: int | None = None
+    reporter_id: int | None = None
+    reporter_name: str = ""
+    reporter_phone_enc: str | None = None
+    reporter_phone_idx: str | None = None
+    reporter_id_number_enc: str | None = None
+    village_id: int
+    region_path: str
+    risk_types: list[str] = []
+    description: str = ""
+    urgent: bool = False
+    urgent_reasons: str = ""
+    step: str = "warning"
+    due_at: dt.datetime | None = None
+    actor_kind: str = "villager"
+    actor_id: int | None = None
+    actor_name: str = ""
+
+
+class CaseFiled(NamedTuple):
+    """What :func:`file_cases` gives back of each case: the new one, or (``created`` False) the
+    one filed earlier under the same ``inbound_key``."""
+
+    id: int
+    ref: str
+    created: bool
+    urgent: bool
+    due_at: dt.datetime | None
+    risk_types: list[str]
+    description: str
+    village_id: int | None
+    urgent_reasons: str
+    possible_duplicate_of_id: int | None
+
+
+_case = Case.__table__
+_FILED = (_case.c.id, _case.c.ref, _case.c.urgent, _case.c.due_at, _case.c.risk_types, _case.c.description,
+          _case.c.village_id, _case.c.urgent_reasons, _case.c.possible_duplicate_of_id, _case.c.inbound_key)
+_CREATE_FIELDS = frozenset(CaseCreate.model_fields) - {"actor_kind", "actor_id", "actor_name"}
+
+
+def file_cases(conn: Connection, cases: Sequence[CaseCreate], *, now: dt.datetime | None = None) -> list[CaseFiled]:
+    """File ``cases`` in ``conn``'s transaction, with their ``created`` events; one statement per
+    table for the whole batch. The caller commits.
+
+    Decided here, inside the transaction, so that two taps a second apart (or two workers) cannot
+    both miss what the other wrote:
+
+    - a case whose ``inbound_key`` was filed before is not filed again: the earlier one comes back
+      with ``created`` False (a copy racing in another transaction fails on the unique constraint:
+      ``IntegrityError``, and the whole transaction rolls back);
+    - a case of a household or reporter with an open case is flagged as its possible duplicate
+      (``possible_duplicate_of_id``: the newest open one, an earlier case of this batch included).
+      On PostgreSQL the owners' rows are locked first, so concurrent batches take turns per owner;
+      SQLite's transactions take turns anyway.
+
+    References are consecutive and gap-free (:func:`storage.refs.take_refs`).
     """
     now = now or utcnow()
-    try:
-        with session.begin_nested():
-            risk_types = list(fields.get("risk_types") or [])
-            case = Case(
-                ref=next_ref(session, now),
-                inbound_key=inbound_key,
-                created_at=now,
-                updated_at=now,
-                step_started_at=now,
-                **{**fields, "risk_types": risk_types, "risk_codes": _codes(risk_types)},
-            )
-            session.add(case)
-            session.flush()
-            session.add(
-                CaseEvent(
-                    case_id=case.id,
-                    at=now,
-                    actor_kind=actor_kind,
-                    actor_id=actor_id,
-                    actor_name=actor_name,
-                    action="created",
-                    step=case.step,
-                    note="",
-                    data={"channel": case.channel, "urgent": case.urgent},
-                )
-            )
-            session.flush()
-    except IntegrityError:
-        if inbound_key is None:
-            raise
-        existing = case_by_inbound_key(session, inbound_key)
-        if existing is None:  # the conflict was something else
-            raise
-        return existing, False
-    return case, True
+    earlier = _filed_before(conn, {c.inbound_key for c in cases if c.inbound_key})
+    fresh: list[int] = []  # indexes in ``cases`` of those to insert
+    keys: set[str] = set()
+    for k, c in enumerate(cases):
+        if c.inbound_key is None or (c.inbound_key not in earlier and c.inbound_key not in keys):
+            fresh.append(k)
+            if c.inbound_key is not None:
+                keys.add(c.inbound_key)
+    new = [cases[k] for k in fresh]
+    filed: dict[int, CaseFiled] = {}
+    if new:
+        dups = _possible_duplicates(conn, new)
+        refs = take_refs(conn, now, len(new))
+        rows = [_row(c, ref, dup, now) for c, ref, dup in zip(new, refs, dups, strict=True)]
+        ids = list(conn.execute(insert(_case).returning(_case.c.id, sort_by_parameter_order=True), rows).scalars())
+        conn.execute(insert(CaseEvent.__table__), [
+            {"case_id": case_id, "at": now, "actor_kind": c.actor_kind, "actor_id": c.actor_id,
+             "actor_name": c.actor_name, "action": "created", "step": c.step, "note": "",
+             "data": {"channel": c.channel, "urgent": c.urgent}}
+            for case_id, c in zip(ids, new, strict=True)
+        ])
+        dups = _within_batch(conn, new, ids, dups)
+        for k, c, case_id, ref, dup in zip(fresh, new, ids, refs, dups, strict=True):
+            filed[k] = CaseFiled(case_id, ref, True, c.urgent, c.due_at, list(c.risk_types), c.description,
+                                 c.village_id, c.urgent_reasons, dup)
+    first = {cases[k].inbound_key: f for k, f in filed.items() if cases[k].inbound_key is not None}
+    first.update(earlier)
+    return [filed[k] if k in filed else first[c.inbound_key]._replace(created=False) for k, c in enumerate(cases)]
+
+
+def _filed_before(conn: Connection, keys: set[str]) -> dict[str, CaseFiled]:
+    if not keys:
+        return {}
+    rows = conn.execute(select(*_FILED).where(_case.c.inbound_key.in_(sorted(keys))))
+    return {r.inbound_key: CaseFiled(r.id, r.ref, False, r.urgent, r.due_at, list(r.risk_types), r.description,
+                                     r.village_id, r.urgent_reasons, r.possible_duplicate_of_id) for r in rows}
+
+
+def _possible_duplicates(conn: Connection, cases: Sequence[CaseCreate]) -> list[int | None]:
+    """The newest open case of each case's household or reporter, as :func:`open_case_for` finds it."""
+    households = sorted({c.household_id for c in cases if c.household_id is not None})
+    reporters = sorted({c.reporter_id for c in cases if c.reporter_id is not None})
+    if conn.dialect.name != "sqlite":  # take turns per owner (SQLite's transactions take turns anyway)
+        for table, ids in ((Household.__table__, households), (WeChatUser.__table__, reporters)):
+            if ids:
+                conn.execute(select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
+    newest: dict[tuple[str, int], tuple[dt.datetime, int]] = {}
+    if households or reporters:
+        for kind, owner, at, case_id, closed_at in conn.execute(open_cases_of(households, reporters)):
+            key = (kind, owner)
+            if closed_at is not None:
+                continue
+            if key not in newest or (at, case_id) > newest[key]:
+                newest[key] = (at, case_id)
+    found = []
+    for c in cases:
+        mine = [newest[k] for k in (("h", c.household_id), ("r", c.reporter_id)) if k in newest]
+        found.append(max(mine)[1] if mine else None)
+    return found
+
+
+def open_cases_of(households: Sequence[int], reporters: Sequence[int]):
+    """The cases of ``households`` and ``reporters``: ``(kind "h" or "r", owner id, created_at, id,
+    closed_at)``, each owner column through its own index. Open or closed: with ``closed_at IS
+    NULL`` in the statement SQLite walks every open case instead (the open-queue index), where a
+    household or reporter has only a few cases to look at."""
+    parts = [select(literal(kind).label("kind"), owner.label("owner"), _case.c.created_at, _case.c.id,
+                    _case.c.closed_at).where(owner.in_(list(ids)))
+             for kind, owner, ids in (("h", _case.c.household_id, households), ("r", _case.c.reporter_id, reporters))
+             if ids]
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def _within_batch(conn: Connection, cases: Sequence[CaseCreate], ids: Sequence[int],
+                  dups: list[int | None]) -> list[int | None]:
+    """A second case of one household or reporter in the same batch is a possible duplicate of the
+    first (newer than any open case found before the batch)."""
+    last: dict[tuple[str, int], int] = {}
+    changed = []
+    dups = list(dups)
+    for k, (c, case_id) in enumerate(zip(cases, ids, strict=True)):
+        owners = [o for o in (("h", c.household_id), ("r", c.reporter_id)) if o[1] is not None]
+        before = [last[o] for o in owners if o in last]
+        if before:
+            dups[k] = max(before)
+            changed.append({"b_id": case_id, "b_dup": dups[k]})
+        for o in owners:
+            last[o] = case_id
+    if changed:
+        conn.execute(update(_case).where(_case.c.id == bindparam("b_id"))
+                     .values(possible_duplicate_of_id=bindparam("b_dup")), changed)
+    return dups
+
+
+def _row(c: CaseCreate, ref: str, dup: int | None, now: dt.datetime) -> dict[str, Any]:
+    row = {k: getattr(c, k) for k in _CREATE_FIELDS}
+    row.update(ref=ref, risk_types=list(c.risk_types), risk_codes=_codes(c.risk_types), possible_duplicate_of_id=dup,
+               created_at=now, updated_at=now, step_started_at=now)
+    return row
 
 
 def _codes(risk_types: Sequence[str]) -> str:

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
 __all__ = [
-    "Session", "make_engine", "session_scope", "dbapi_reading", "dbapi_writing", "database_warnings", "init_db",
+    "Session", "make_engine", "session_on", "session_scope", "reading", "writing", "upsert", "database_warnings", "init_db",
     "is_sqlite", "normalise_url",
 ]
 
@@ -184,7 +186,8 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False, sqlite_sync
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            _begin_immediate(conn.connection.dbapi_connection)
+            if not conn.get_execution_options().get(READ_ONLY):
+                _begin_immediate(conn.connection.dbapi_connection)
 
         return engine
     # LIFO as on SQLite: the connection used last is handed out first, so under a flood a worker
@@ -194,6 +197,10 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False, sqlite_sync
     _ping_when_idle(engine)
     return engine
 
+
+#: The execution option of :func:`reading`'s connections: on SQLite their "transactions" take
+#: neither the write gate nor ``BEGIN IMMEDIATE`` (sqlite3 runs each statement on its own).
+READ_ONLY = "huinong_read_only"
 
 #: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE = 1.0
@@ -244,62 +251,35 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 @contextlib.contextmanager
-def dbapi_reading(engine: Engine) -> Iterator[Any]:
-    """A DB-API cursor of a pooled connection, for reads; the connection goes back on leaving.
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only, given back to the pool on leaving.
 
-    On SQLite (autocommit) each statement reads its own snapshot and none waits for, or holds
-    up, a writer (WAL). On PostgreSQL the reads open a transaction, which a
-    ``dbapi_writing(engine, on=cursor)`` inside the block continues and commits; otherwise it is
-    rolled back on return to the pool.
+    On SQLite each statement reads its own snapshot (WAL) without taking the write gate or the
+    write lock, so a batch's reads never hold up a writer; on PostgreSQL the reads run in a
+    transaction that is rolled back on leaving.
     """
-    conn = engine.raw_connection()
-    try:
-        yield conn.cursor()
-    finally:
-        conn.close()
+    with engine.connect() as conn:
+        yield conn.execution_options(**{READ_ONLY: True}) if is_sqlite(engine) else conn
 
 
 @contextlib.contextmanager
-def dbapi_writing(engine: Engine, *, on: Any = None) -> Iterator[Any]:
-    """A DB-API cursor in a write transaction, committed when the block ends, rolled back on any error.
-
-    It begins as every transaction of :func:`make_engine`'s engines does (on SQLite: the write
-    gate, then ``BEGIN IMMEDIATE``), without SQLAlchemy's execution machinery in the way: for
-    the few hot statements written for the driver (``storage.intake``). ``on``: a cursor of
-    :func:`dbapi_reading` whose connection to write on (one pool checkout for both). On
-    PostgreSQL the block runs in psycopg's pipeline mode (see ``_writing``).
-    """
-    if on is not None:
-        with _writing(engine, on.connection) as cur:
-            yield cur
-        return
-    conn = engine.raw_connection()
-    try:
-        with _writing(engine, conn.dbapi_connection) as cur:
-            yield cur
-    finally:
-        conn.close()
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction: committed when the block ends, rolled back on any
+    error. It begins as every transaction of :func:`make_engine`'s engines does (on SQLite: the
+    write gate, then ``BEGIN IMMEDIATE``)."""
+    with engine.begin() as conn:
+        yield conn
 
 
-@contextlib.contextmanager
-def _writing(engine: Engine, dbapi_conn: Any) -> Iterator[Any]:
-    try:
-        if is_sqlite(engine):
-            _begin_immediate(dbapi_conn)
-        pipeline = getattr(dbapi_conn, "pipeline", None)
-        if pipeline is None:
-            yield dbapi_conn.cursor()
-            dbapi_conn.commit()
-        else:
-            # psycopg's pipeline mode: what the block sends without reading a result (the inserts)
-            # goes with the COMMIT in one round trip; a result read in the block (RETURNING) costs
-            # one. An error of any statement surfaces at the latest from the commit.
-            with pipeline():
-                yield dbapi_conn.cursor()
-                dbapi_conn.commit()
-    except BaseException:
-        dbapi_conn.rollback()
-        raise
+def session_on(conn: Connection) -> Session:
+    """A session in ``conn``'s transaction (it flushes there; committing is the connection's)."""
+    return Session(bind=conn)
+
+
+def upsert(conn: Connection, table: Any):
+    """``INSERT … ON CONFLICT`` for ``conn``'s database: SQLAlchemy's own construct of the
+    dialect (SQLite and PostgreSQL share its API)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def database_warnings(engine: Engine) -> list[str]:

@@ -6,8 +6,10 @@ its case."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
 from .models import Case, Household, InboundMessage, Region, WeChatUser, utcnow
@@ -144,3 +146,13 @@ def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
     session.add(case)
     session.flush()
     return case
+
+
+def record_answered(conn: Connection, messages: Sequence[dict], *, now: dt.datetime | None = None) -> None:
+    """Inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with their
+    stored replies, in ``conn``'s transaction, in one statement: what ``claim_inbound`` and
+    ``reply_once`` write one by one. ``IntegrityError`` when one was seen before."""
+    if messages:
+        now = now or utcnow()
+        conn.execute(insert(InboundMessage.__table__),
+                     [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])

@@ -14,10 +14,10 @@ import time
 from typing import Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from .db import session_scope
+from .db import session_scope, upsert
 from .models import KeyValue, utcnow
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,18 @@ def set_many(kv: KV, values: dict[str, str], *, ttl: int | None = None) -> None:
         return
     for key, value in values.items():
         kv.set(key, value, ttl=ttl)
+
+
+def put_many(conn: Connection, values: dict[str, str], *, expires_at: dt.datetime | None) -> None:
+    """``DatabaseKV.set`` of several keys in ``conn``'s transaction (insert or overwrite), in one
+    statement."""
+    if not values:
+        return
+    t = KeyValue.__table__
+    stmt = upsert(conn, t)
+    stmt = stmt.on_conflict_do_update(index_elements=[t.c.key],
+                                      set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at})
+    conn.execute(stmt, [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
 
 
 def make_kv(*, redis_url: str, engine: Engine) -> KV:

@@ -6,12 +6,17 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
+from typing import NamedTuple
 
+from sqlalchemy import func, literal, null
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from .crypto import DataCipher
-from .models import Household, StaffUser, WeChatUser, utcnow
+from .models import Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
 # scrypt parameters: ~50 ms per hash on the target machine, 16 MiB of memory.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -158,3 +163,47 @@ def record_login_success(session: Session, staff: StaffUser) -> None:
     staff.failed_logins = 0
     staff.locked_until = None
     session.add(staff)
+
+
+class Sender(NamedTuple):
+    """A WeChat sender as the one-click path needs them: their household (``head_name`` None: not
+    bound, or the household is gone), the village of either, and their dialogue state in the
+    key-value table (when asked for)."""
+
+    openid: str
+    id: int
+    household_id: int | None
+    village_id: int | None
+    name: str
+    phone_enc: str | None
+    consented_at: dt.datetime | None
+    head_name: str | None
+    village_row_id: int | None
+    village_level: str | None
+    state_key: str | None
+    state_expires_at: dt.datetime | None
+
+    def dialogue_open(self, now: dt.datetime) -> bool:
+        """A live dialogue state (``DatabaseKV.get`` would return it)."""
+        return self.state_key is not None and (self.state_expires_at is None or self.state_expires_at > now)
+
+
+def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
+            state_prefix: str | None = None) -> dict[str, Sender]:
+    """The senders of ``openids`` that exist, by openid, in one statement. ``state_prefix``: read
+    their dialogue states from the key-value table under ``state_prefix + openid``."""
+    if not openids:
+        return {}
+    u, h, r, k = WeChatUser.__table__, Household.__table__, Region.__table__, KeyValue.__table__
+    stmt = (
+        sa_select(u.c.openid, u.c.id, u.c.household_id, u.c.village_id, u.c.name, u.c.phone_enc, u.c.consented_at,
+                  h.c.head_name, r.c.id, r.c.level,
+                  *((k.c.key, k.c.expires_at) if state_prefix is not None else (null(), null())))
+        .select_from(u)
+        .outerjoin(h, h.c.id == u.c.household_id)
+        .outerjoin(r, r.c.id == func.coalesce(h.c.village_id, u.c.village_id))
+        .where(u.c.app == app, u.c.openid.in_(list(openids)))
+    )
+    if state_prefix is not None:
+        stmt = stmt.outerjoin(k, k.c.key == literal(state_prefix) + u.c.openid)
+    return {row.openid: Sender(*row) for row in conn.execute(stmt)}

@@ -2,7 +2,7 @@
 
 ``SB`` (申报), the day in China Standard Time, and a per-day sequence taken from a counter row
 inside the case's own transaction, so a rolled-back report leaves no gap and two concurrent
-reports never get the same number.
+reports never get the same number (:func:`take_refs`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlalchemy.engine import Connection
 
+from .db import upsert
 from .models import RefCounter
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -28,23 +27,17 @@ def is_ref(text: str) -> bool:
     return bool(REF_RE.match(text.strip().upper()))
 
 
-def next_ref(session: Session, now: dt.datetime) -> str:
-    """Allocate the next reference number for ``now``'s day (CST) in the current transaction."""
+def take_refs(conn: Connection, now: dt.datetime, count: int) -> list[str]:
+    """``count`` consecutive reference numbers of ``now``'s day (CST), taken in ``conn``'s
+    transaction: one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` on the day's counter row, which
+    then stays locked until the transaction ends, so no two transactions share a number and a
+    rolled-back one leaves no gap."""
+    if count <= 0:
+        return []
     day = now.astimezone(CST).strftime("%Y%m%d")
-    for _ in range(3):
-        stmt = (
-            update(RefCounter)
-            .where(RefCounter.day == day)
-            .values(last=RefCounter.last + 1)
-            .returning(RefCounter.last)
-        )
-        seq = session.execute(stmt).scalar()
-        if seq is not None:
-            return format_ref(day, seq)
-        try:
-            with session.begin_nested():
-                session.add(RefCounter(day=day, last=1))
-            return format_ref(day, 1)
-        except IntegrityError:
-            continue  # another transaction created today's counter first: increment it
-    raise RuntimeError("could not allocate a reference number")
+    stmt = upsert(conn, RefCounter.__table__).values(day=day, last=count)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[RefCounter.__table__.c.day], set_={"last": RefCounter.__table__.c.last + count}
+    ).returning(RefCounter.__table__.c.last)
+    last = conn.execute(stmt).scalar_one()
+    return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]

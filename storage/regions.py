@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
 from .models import DeadlineRule, Region
@@ -106,3 +111,31 @@ def region_by_names(session: Session, names: list[str]) -> list[Region]:
         ids = [c.id for c in candidates]
         candidates = list(session.exec(select(Region).where(Region.name == name, Region.parent_id.in_(ids))))
     return candidates
+
+
+class Village(NamedTuple):
+    id: int
+    name: str
+    level: str
+    path: str
+
+
+def villages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Village]:
+    """The regions of ``ids`` (checked by the caller to be villages), in one statement."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    t = Region.__table__
+    rows = conn.execute(sa_select(t.c.id, t.c.name, t.c.level, t.c.path).where(t.c.id.in_(wanted)))
+    return {r.id: Village(*r) for r in rows}
+
+
+def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
+    """``{region id (None: every region): working days}`` of ``step``'s deadline rules."""
+    t = DeadlineRule.__table__
+    return {r.region_id: r.working_days for r in conn.execute(sa_select(t.c.region_id, t.c.working_days).where(t.c.step == step))}
+
+
+def path_ids(path: str) -> list[int]:
+    """The region ids of a ``Region.path`` (``/1/4/9/``), from the root down."""
+    return [int(x) for x in path.strip("/").split("/") if x]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import WriteGate, _GatedConnection, dbapi_reading, dbapi_writing, make_engine
+from storage.db import WriteGate, _GatedConnection, make_engine, reading, writing
 
 
 @pytest.fixture
@@ -120,28 +120,29 @@ def test_a_gate_held_too_long_lets_the_writer_go_ahead(tmp_path):
     gate.release()
 
 
-def test_the_dbapi_transactions_take_and_give_back_the_turn(engine):
-    """``dbapi_writing`` (the flood path's transactions) queues at the same gate and gives the turn
-    back on commit and on error; ``dbapi_reading`` never takes it."""
-    import sqlite3
+def test_the_write_and_read_connections_take_and_give_back_the_turn(engine):
+    """``writing`` (the one write path's transactions) queues at the same gate and gives the turn
+    back on commit and on error; ``reading`` never takes it."""
+    from sqlalchemy.exc import IntegrityError
 
-    with dbapi_writing(engine) as cur:
-        assert cur.connection.holds_gate
-        cur.execute("INSERT INTO t VALUES (10, 0)")
+    with writing(engine) as conn:
+        assert conn.connection.dbapi_connection.holds_gate
+        conn.execute(text("INSERT INTO t VALUES (10, 0)"))
     assert write_from_another_thread(engine, 11) < 1
 
-    with pytest.raises(sqlite3.IntegrityError), dbapi_writing(engine) as cur:
-        cur.execute("INSERT INTO t VALUES (12, 0)")
-        cur.execute("INSERT INTO t VALUES (10, 0)")
+    with pytest.raises(IntegrityError), writing(engine) as conn:
+        conn.execute(text("INSERT INTO t VALUES (12, 0)"))
+        conn.execute(text("INSERT INTO t VALUES (10, 0)"))
     assert write_from_another_thread(engine, 13) < 1
     with engine.connect() as conn:  # the failed transaction left nothing
         assert conn.execute(text("SELECT count(*) FROM t WHERE k = 12")).scalar() == 0
 
-    with dbapi_writing(engine) as cur:
-        cur.execute("INSERT INTO t VALUES (14, 0)")
-        with dbapi_reading(engine) as reader:  # reads while another connection holds the turn
-            assert not reader.connection.holds_gate
-            assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 3  # 10, 11, 13; not 14 yet
+    with writing(engine) as conn:
+        conn.execute(text("INSERT INTO t VALUES (14, 0)"))
+        with reading(engine) as reader:  # reads while another connection holds the turn
+            assert not reader.connection.dbapi_connection.holds_gate
+            assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 3  # 10, 11, 13; not 14 yet
+            assert not reader.connection.dbapi_connection.holds_gate
 
 
 @pytest.mark.parametrize("sync, synchronous, pages", [("normal", 1, 1000), ("full", 2, 10000)])

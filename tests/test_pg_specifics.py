@@ -1,5 +1,6 @@
-"""The flood path's PostgreSQL specifics: psycopg's pipeline mode in ``dbapi_writing`` and
-``Statements.reads``, and the start-up check of the server's configuration."""
+"""PostgreSQL specifics of the write path: a refused transaction leaves the pooled connection
+usable, the one read of a batch's senders, the pool's pings, and the start-up check of the
+server's configuration."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from storage import make_engine
-from storage.db import database_warnings, dbapi_reading, dbapi_writing
-from storage.intake import statements
+from storage.db import database_warnings, reading, writing
 
 pytestmark = pytest.mark.postgres
 
@@ -25,51 +25,40 @@ def _count(engine, table: str) -> int:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
 
 
-def test_the_pipelined_writes_commit_together(engine):
-    with dbapi_writing(engine) as cur:
-        assert cur.connection.info.pipeline_status.name == "ON"
-        cur.executemany("INSERT INTO refcounter (day, last) VALUES (%s, %s)", [("20260101", 1), ("20260102", 2)])
-        cur.execute("UPDATE refcounter SET last = last + 1 WHERE day = %s RETURNING last", ["20260102"])
-        assert cur.fetchone() == (3,)  # a result read inside the block: the statements so far are sent
-    assert _count(engine, "refcounter") == 2
+def test_a_conflict_rolls_back_all_of_it_and_leaves_the_connection_usable(engine):
+    from sqlalchemy.exc import IntegrityError
 
-
-def test_a_conflict_in_the_pipeline_rolls_back_all_of_it_and_leaves_the_connection_usable(engine):
-    conflict = statements(engine).conflict
-    with dbapi_writing(engine) as cur:
-        cur.execute("INSERT INTO refcounter (day, last) VALUES (%s, %s)", ["20260101", 1])
+    with writing(engine) as conn:
+        conn.execute(text("INSERT INTO refcounter (day, last) VALUES ('20260101', 1)"))
     for _ in range(3):  # the pool hands the same connection out again
-        with pytest.raises(conflict), dbapi_writing(engine) as cur:
-            cur.execute("INSERT INTO refcounter (day, last) VALUES (%s, %s)", ["20260105", 1])
-            cur.executemany("INSERT INTO refcounter (day, last) VALUES (%s, %s)", [("20260106", 1), ("20260101", 9)])
+        with pytest.raises(IntegrityError), writing(engine) as conn:
+            conn.execute(text("INSERT INTO refcounter (day, last) VALUES ('20260105', 1)"))
+            conn.execute(text("INSERT INTO refcounter (day, last) VALUES (:d, :n)"),
+                         [{"d": "20260106", "n": 1}, {"d": "20260101", "n": 9}])
         assert _count(engine, "refcounter") == 1
-    with dbapi_writing(engine) as cur:
-        cur.execute("INSERT INTO refcounter (day, last) VALUES (%s, %s)", ["20260107", 1])
+    with writing(engine) as conn:
+        conn.execute(text("INSERT INTO refcounter (day, last) VALUES ('20260107', 1)"))
     assert _count(engine, "refcounter") == 2
 
 
-def test_one_read_returns_the_senders_the_rules_and_ids_for_new_cases(tmp_path, pg_url):
+def test_one_read_returns_the_senders_with_their_households_and_villages(tmp_path, pg_url):
+    from storage.people import senders
     from tests.test_quick_report import bind
     from tests.wechat_user import WeChatApp
 
     w = WeChatApp(tmp_path, pg_url, mode="safe")
     try:
         bind(w, "o-known-1")
-        bind(w, "o-known-2")
+        bind(w, "o-known-2", household=False)
         engine = w.services.engine
-        sql = statements(engine)
-        with dbapi_reading(engine) as cur:
-            first = sql.reads(cur, ["o-known-1", "o-nobody"], step="warning", case_ids=3)
-            rules = sql.deadline_rules(cur, "warning")
-        with dbapi_reading(engine) as cur:
-            second = sql.reads(cur, ["o-known-1", "o-known-2"], step="warning", case_ids=2)
-        with dbapi_reading(engine) as cur:
-            nobody = sql.reads(cur, ["o-nobody"], step="warning", case_ids=2)
-        assert set(first.senders) == {"o-known-1"} and set(second.senders) == {"o-known-1", "o-known-2"}
-        assert first.rules == second.rules == rules and rules  # the demo county has its rules
-        assert len(first.case_ids) == 3 and len(second.case_ids) == 2
-        assert first.case_ids == sorted(first.case_ids) and max(first.case_ids) < min(second.case_ids)
-        assert (nobody.senders, nobody.rules, nobody.case_ids) == ({}, {}, [])  # nothing to file, no ids taken
+        with reading(engine) as conn:
+            first = senders(conn, ["o-known-1", "o-nobody"], state_prefix="wechat:dlg:")
+            second = senders(conn, ["o-known-1", "o-known-2"])
+            nobody = senders(conn, ["o-nobody"])
+        assert set(first) == {"o-known-1"} and set(second) == {"o-known-1", "o-known-2"} and nobody == {}
+        one, two = second["o-known-1"], second["o-known-2"]
+        assert one.head_name == "户主n-1" and one.village_level == "village" and one.state_key is None
+        assert two.household_id is None and two.head_name is None and two.village_row_id is None
     finally:
         w.close()
 
@@ -108,9 +97,8 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_on_checkout(pg_u
         _terminate(pg_url, pid)
         monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 0.0)  # as if it had sat in the pool for a while
         assert _backend_pid(engine) != pid  # the ping failed and the pool connected anew
-        with dbapi_reading(engine) as cur:
-            cur.execute("SELECT 1")
-            assert cur.fetchone() == (1,)
+        with reading(engine) as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
 
@@ -125,12 +113,12 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url, monkeypatch):
     monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(conn) or real_ping(conn))
     try:
         for _ in range(5):
-            with dbapi_reading(engine) as cur:
-                cur.execute("SELECT 1")
+            with reading(engine) as conn:
+                conn.execute(text("SELECT 1"))
         assert pings == []
         monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 0.0)
-        with dbapi_reading(engine) as cur:
-            cur.execute("SELECT 1")
+        with reading(engine) as conn:
+            conn.execute(text("SELECT 1"))
         assert len(pings) == 1
     finally:
         engine.dispose()
