@@ -163,10 +163,10 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
             out[i] = exc
     with writing(ctx.engine) as conn:
         households = households_by_id(conn, [r.data.household_id for r in ready.values() if r.data.household_id])
-        village_ids = [r.data.village_id if r.data.household_id is None else
-                       households[r.data.household_id].village_id if r.data.household_id in households else None
-                       for r in ready.values()]
-        villages = villages_by_id(conn, [v for v in village_ids if v is not None])
+        villages = {h.village_id: Village(h.village_id, h.village_name, h.village_level, h.village_path)
+                    for h in households.values()}
+        villages.update(villages_by_id(conn, [r.data.village_id for r in ready.values()
+                                              if r.data.household_id is None and r.data.village_id is not None]))
         rules = deadline_rules(conn, "warning") if ready else {}
         creates: list[tuple[int, CaseCreate]] = []
         for i, r in ready.items():

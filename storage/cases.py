@@ -63,6 +63,27 @@ _FILED = (_case.c.id, _case.c.ref, _case.c.urgent, _case.c.due_at, _case.c.risk_
           _case.c.village_id, _case.c.urgent_reasons, _case.c.possible_duplicate_of_id, _case.c.inbound_key)
 _CREATE_FIELDS = frozenset(CaseCreate.model_fields) - {"actor_kind", "actor_id", "actor_name"}
 
+# The statements of :func:`file_cases`, built once: building a statement costs more CPU than
+# running it (SQLAlchemy caches the compiled form by the statement's shape).
+_FILED_BEFORE = select(*_FILED).where(_case.c.inbound_key.in_(bindparam("keys", expanding=True)))
+_INSERT_CASES = insert(_case).returning(_case.c.id, sort_by_parameter_order=True)
+_INSERT_EVENTS = insert(CaseEvent.__table__)
+_SET_DUPLICATE = update(_case).where(_case.c.id == bindparam("b_id")).values(possible_duplicate_of_id=bindparam("b_dup"))
+_LOCK_OWNERS = {t.name: select(t.c.id).where(t.c.id.in_(bindparam("ids", expanding=True))).order_by(t.c.id)
+                .with_for_update() for t in (Household.__table__, WeChatUser.__table__)}
+
+
+def _owned(kind: str, owner, param: str):
+    return select(literal(kind).label("kind"), owner.label("owner"), _case.c.created_at, _case.c.id,
+                  _case.c.closed_at).where(owner.in_(bindparam(param, expanding=True)))
+
+
+_OWNED = {
+    (True, False): _owned("h", _case.c.household_id, "hs"),
+    (False, True): _owned("r", _case.c.reporter_id, "rs"),
+    (True, True): union_all(_owned("h", _case.c.household_id, "hs"), _owned("r", _case.c.reporter_id, "rs")),
+}
+
 
 def file_cases(conn: Connection, cases: Sequence[CaseCreate], *, now: dt.datetime | None = None) -> list[CaseFiled]:
     """File ``cases`` in ``conn``'s transaction, with their ``created`` events; one statement per
@@ -96,8 +117,8 @@ def file_cases(conn: Connection, cases: Sequence[CaseCreate], *, now: dt.datetim
         dups = _possible_duplicates(conn, new)
         refs = take_refs(conn, now, len(new))
         rows = [_row(c, ref, dup, now) for c, ref, dup in zip(new, refs, dups, strict=True)]
-        ids = list(conn.execute(insert(_case).returning(_case.c.id, sort_by_parameter_order=True), rows).scalars())
-        conn.execute(insert(CaseEvent.__table__), [
+        ids = list(conn.execute(_INSERT_CASES, rows).scalars())
+        conn.execute(_INSERT_EVENTS, [
             {"case_id": case_id, "at": now, "actor_kind": c.actor_kind, "actor_id": c.actor_id,
              "actor_name": c.actor_name, "action": "created", "step": c.step, "note": "",
              "data": {"channel": c.channel, "urgent": c.urgent}}
@@ -115,7 +136,7 @@ def file_cases(conn: Connection, cases: Sequence[CaseCreate], *, now: dt.datetim
 def _filed_before(conn: Connection, keys: set[str]) -> dict[str, CaseFiled]:
     if not keys:
         return {}
-    rows = conn.execute(select(*_FILED).where(_case.c.inbound_key.in_(sorted(keys))))
+    rows = conn.execute(_FILED_BEFORE, {"keys": sorted(keys)})
     return {r.inbound_key: CaseFiled(r.id, r.ref, False, r.urgent, r.due_at, list(r.risk_types), r.description,
                                      r.village_id, r.urgent_reasons, r.possible_duplicate_of_id) for r in rows}
 
@@ -125,12 +146,13 @@ def _possible_duplicates(conn: Connection, cases: Sequence[CaseCreate]) -> list[
     households = sorted({c.household_id for c in cases if c.household_id is not None})
     reporters = sorted({c.reporter_id for c in cases if c.reporter_id is not None})
     if conn.dialect.name != "sqlite":  # take turns per owner (SQLite's transactions take turns anyway)
-        for table, ids in ((Household.__table__, households), (WeChatUser.__table__, reporters)):
+        for table, ids in (("household", households), ("wechatuser", reporters)):
             if ids:
-                conn.execute(select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
+                conn.execute(_LOCK_OWNERS[table], {"ids": ids})
     newest: dict[tuple[str, int], tuple[dt.datetime, int]] = {}
     if households or reporters:
-        for kind, owner, at, case_id, closed_at in conn.execute(open_cases_of(households, reporters)):
+        stmt = _OWNED[bool(households), bool(reporters)]
+        for kind, owner, at, case_id, closed_at in conn.execute(stmt, {"hs": households, "rs": reporters}):
             key = (kind, owner)
             if closed_at is not None:
                 continue
@@ -147,12 +169,9 @@ def open_cases_of(households: Sequence[int], reporters: Sequence[int]):
     """The cases of ``households`` and ``reporters``: ``(kind "h" or "r", owner id, created_at, id,
     closed_at)``, each owner column through its own index. Open or closed: with ``closed_at IS
     NULL`` in the statement SQLite walks every open case instead (the open-queue index), where a
-    household or reporter has only a few cases to look at."""
-    parts = [select(literal(kind).label("kind"), owner.label("owner"), _case.c.created_at, _case.c.id,
-                    _case.c.closed_at).where(owner.in_(list(ids)))
-             for kind, owner, ids in (("h", _case.c.household_id, households), ("r", _case.c.reporter_id, reporters))
-             if ids]
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+    household or reporter has only a few cases to look at. (The statement :func:`file_cases` runs,
+    with its values.)"""
+    return _OWNED[bool(households), bool(reporters)].params(hs=list(households), rs=list(reporters))
 
 
 def _within_batch(conn: Connection, cases: Sequence[CaseCreate], ids: Sequence[int],
@@ -171,8 +190,7 @@ def _within_batch(conn: Connection, cases: Sequence[CaseCreate], ids: Sequence[i
         for o in owners:
             last[o] = case_id
     if changed:
-        conn.execute(update(_case).where(_case.c.id == bindparam("b_id"))
-                     .values(possible_duplicate_of_id=bindparam("b_dup")), changed)
+        conn.execute(_SET_DUPLICATE, changed)
     return dups
 
 

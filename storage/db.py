@@ -276,10 +276,10 @@ def session_on(conn: Connection) -> Session:
     return Session(bind=conn)
 
 
-def upsert(conn: Connection, table: Any):
-    """``INSERT … ON CONFLICT`` for ``conn``'s database: SQLAlchemy's own construct of the
-    dialect (SQLite and PostgreSQL share its API)."""
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+def upsert(dialect: str, table: Any):
+    """``INSERT … ON CONFLICT`` in the words of the database ``dialect`` names (``postgresql``,
+    ``sqlite``): SQLAlchemy's own construct of the dialect (both share its API)."""
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def database_warnings(engine: Engine) -> list[str]:

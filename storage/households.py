@@ -5,16 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
-from .models import Household
+from .models import Household, Region
 
 
 class HouseholdPlace(NamedTuple):
+    """A household and its village."""
+
     id: int
     head_name: str
     village_id: int
+    village_name: str
+    village_level: str
+    village_path: str
+
+
+_h, _r = Household.__table__, Region.__table__
+_PLACES = (select(_h.c.id, _h.c.head_name, _h.c.village_id, _r.c.name, _r.c.level, _r.c.path)
+           .join(_r, _r.c.id == _h.c.village_id).where(_h.c.id.in_(bindparam("ids", expanding=True))))
 
 
 def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, HouseholdPlace]:
@@ -22,6 +32,4 @@ def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Househol
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    t = Household.__table__
-    rows = conn.execute(select(t.c.id, t.c.head_name, t.c.village_id).where(t.c.id.in_(wanted)))
-    return {r.id: HouseholdPlace(*r) for r in rows}
+    return {r.id: HouseholdPlace(*r) for r in conn.execute(_PLACES, {"ids": wanted})}

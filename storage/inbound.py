@@ -148,11 +148,13 @@ def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
     return case
 
 
+_INSERT_INBOUND = insert(InboundMessage.__table__)
+
+
 def record_answered(conn: Connection, messages: Sequence[dict], *, now: dt.datetime | None = None) -> None:
     """Inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with their
     stored replies, in ``conn``'s transaction, in one statement: what ``claim_inbound`` and
     ``reply_once`` write one by one. ``IntegrityError`` when one was seen before."""
     if messages:
         now = now or utcnow()
-        conn.execute(insert(InboundMessage.__table__),
-                     [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])
+        conn.execute(_INSERT_INBOUND, [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])

@@ -8,6 +8,7 @@ Values are strings; callers serialise.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -228,11 +229,15 @@ def put_many(conn: Connection, values: dict[str, str], *, expires_at: dt.datetim
     statement."""
     if not values:
         return
+    conn.execute(_put(conn.dialect.name), [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
+
+
+@functools.cache
+def _put(dialect: str):
     t = KeyValue.__table__
-    stmt = upsert(conn, t)
-    stmt = stmt.on_conflict_do_update(index_elements=[t.c.key],
+    stmt = upsert(dialect, t)
+    return stmt.on_conflict_do_update(index_elements=[t.c.key],
                                       set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at})
-    conn.execute(stmt, [{"key": k, "value": v, "expires_at": expires_at} for k, v in values.items()])
 
 
 def make_kv(*, redis_url: str, engine: Engine) -> KV:

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import func, literal, null
+from sqlalchemy import bindparam, func, null
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -188,22 +188,28 @@ class Sender(NamedTuple):
         return self.state_key is not None and (self.state_expires_at is None or self.state_expires_at > now)
 
 
+def _senders_stmt(with_state: bool):
+    u, h, r, k = WeChatUser.__table__, Household.__table__, Region.__table__, KeyValue.__table__
+    stmt = (
+        sa_select(u.c.openid, u.c.id, u.c.household_id, u.c.village_id, u.c.name, u.c.phone_enc, u.c.consented_at,
+                  h.c.head_name, r.c.id, r.c.level, *((k.c.key, k.c.expires_at) if with_state else (null(), null())))
+        .select_from(u)
+        .outerjoin(h, h.c.id == u.c.household_id)
+        .outerjoin(r, r.c.id == func.coalesce(h.c.village_id, u.c.village_id))
+        .where(u.c.app == bindparam("app"), u.c.openid.in_(bindparam("openids", expanding=True)))
+    )
+    return stmt.outerjoin(k, k.c.key == bindparam("prefix") + u.c.openid) if with_state else stmt
+
+
+_SENDERS = {with_state: _senders_stmt(with_state) for with_state in (False, True)}
+
+
 def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
             state_prefix: str | None = None) -> dict[str, Sender]:
     """The senders of ``openids`` that exist, by openid, in one statement. ``state_prefix``: read
     their dialogue states from the key-value table under ``state_prefix + openid``."""
     if not openids:
         return {}
-    u, h, r, k = WeChatUser.__table__, Household.__table__, Region.__table__, KeyValue.__table__
-    stmt = (
-        sa_select(u.c.openid, u.c.id, u.c.household_id, u.c.village_id, u.c.name, u.c.phone_enc, u.c.consented_at,
-                  h.c.head_name, r.c.id, r.c.level,
-                  *((k.c.key, k.c.expires_at) if state_prefix is not None else (null(), null())))
-        .select_from(u)
-        .outerjoin(h, h.c.id == u.c.household_id)
-        .outerjoin(r, r.c.id == func.coalesce(h.c.village_id, u.c.village_id))
-        .where(u.c.app == app, u.c.openid.in_(list(openids)))
-    )
-    if state_prefix is not None:
-        stmt = stmt.outerjoin(k, k.c.key == literal(state_prefix) + u.c.openid)
-    return {row.openid: Sender(*row) for row in conn.execute(stmt)}
+    rows = conn.execute(_SENDERS[state_prefix is not None], {"app": app, "openids": list(openids),
+                                                             "prefix": state_prefix})
+    return {row.openid: Sender(*row) for row in rows}

@@ -8,8 +8,10 @@ reports never get the same number (:func:`take_refs`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 
 from .db import upsert
@@ -27,6 +29,14 @@ def is_ref(text: str) -> bool:
     return bool(REF_RE.match(text.strip().upper()))
 
 
+@functools.cache
+def _take(dialect: str):
+    t = RefCounter.__table__
+    stmt = upsert(dialect, t).values(day=bindparam("day"), last=bindparam("n"))
+    return stmt.on_conflict_do_update(index_elements=[t.c.day], set_={"last": t.c.last + bindparam("more")}).returning(
+        t.c.last)
+
+
 def take_refs(conn: Connection, now: dt.datetime, count: int) -> list[str]:
     """``count`` consecutive reference numbers of ``now``'s day (CST), taken in ``conn``'s
     transaction: one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` on the day's counter row, which
@@ -35,9 +45,5 @@ def take_refs(conn: Connection, now: dt.datetime, count: int) -> list[str]:
     if count <= 0:
         return []
     day = now.astimezone(CST).strftime("%Y%m%d")
-    stmt = upsert(conn, RefCounter.__table__).values(day=day, last=count)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[RefCounter.__table__.c.day], set_={"last": RefCounter.__table__.c.last + count}
-    ).returning(RefCounter.__table__.c.last)
-    last = conn.execute(stmt).scalar_one()
+    last = conn.execute(_take(conn.dialect.name), {"day": day, "n": count, "more": count}).scalar_one()
     return [format_ref(day, seq) for seq in range(last - count + 1, last + 1)]

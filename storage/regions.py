@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
@@ -120,20 +121,22 @@ class Village(NamedTuple):
     path: str
 
 
+_r, _rule = Region.__table__, DeadlineRule.__table__
+_VILLAGES = sa_select(_r.c.id, _r.c.name, _r.c.level, _r.c.path).where(_r.c.id.in_(bindparam("ids", expanding=True)))
+_RULES = sa_select(_rule.c.region_id, _rule.c.working_days).where(_rule.c.step == bindparam("step"))
+
+
 def villages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Village]:
     """The regions of ``ids`` (checked by the caller to be villages), in one statement."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    t = Region.__table__
-    rows = conn.execute(sa_select(t.c.id, t.c.name, t.c.level, t.c.path).where(t.c.id.in_(wanted)))
-    return {r.id: Village(*r) for r in rows}
+    return {r.id: Village(*r) for r in conn.execute(_VILLAGES, {"ids": wanted})}
 
 
 def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
     """``{region id (None: every region): working days}`` of ``step``'s deadline rules."""
-    t = DeadlineRule.__table__
-    return {r.region_id: r.working_days for r in conn.execute(sa_select(t.c.region_id, t.c.working_days).where(t.c.step == step))}
+    return {r.region_id: r.working_days for r in conn.execute(_RULES, {"step": step})}
 
 
 def path_ids(path: str) -> list[int]:
