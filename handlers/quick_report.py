@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from storage import Connection, IntegrityError
-from storage.db import reading
+from storage.db import is_sqlite, reading, writing
 from storage.inbound import record_answered
 from storage.kv import DatabaseKV, get_many, put_many, set_many
 from storage.models import utcnow
@@ -78,8 +78,8 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     """File every report of ``msgs`` it can in one transaction; None for the rest (among them the
     senders in ``busy``: a dialogue is open in a key-value store other than the database).
 
-    The senders are read first, outside the write transaction (on SQLite without the write lock);
-    the reports chosen go to :func:`handlers.report.file`, the one write path, whose transaction
+    The senders are read first (on SQLite outside the write transaction, without the write lock;
+    on PostgreSQL in it, which saves a connection and three round trips); the reports chosen go to :func:`handlers.report.file`, the one write path, whose transaction
     also records each message with its reply and, when the dialogue states live in the database,
     the states that continue the conversation.
 
@@ -88,16 +88,26 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     """
     now = utcnow()
     results: list[_Filed | None] = [None] * len(msgs)
-    with reading(ctx.engine) as conn:
-        found = senders(conn, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
+    if is_sqlite(ctx.engine):  # read before taking the write lock, which every writer waits for
+        with reading(ctx.engine) as conn:
+            _file_batch(ctx, conn, msgs, results, now, state_in_db=state_in_db, busy=busy, write=None)
+    else:  # PostgreSQL: one transaction, one connection, fewer round trips
+        with writing(ctx.engine) as conn:
+            _file_batch(ctx, conn, msgs, results, now, state_in_db=state_in_db, busy=busy, write=conn)
+    return results
+
+
+def _file_batch(ctx: Context, conn: Connection, msgs: list[Inbound], results: list[_Filed | None],
+                now: dt.datetime, *, state_in_db: bool, busy: frozenset[str], write: Connection | None) -> None:
+    found = senders(conn, [m.openid for m in msgs], state_prefix=_key("") if state_in_db else None)
     chosen = _choose(ctx, found, msgs, now, busy=busy)
     if not chosen:
-        return results
+        return
 
     def record(conn: Connection, acks: list) -> None:
         messages, states = [], {}
         for (i, _), ack in zip(chosen, acks, strict=True):
-            if not isinstance(ack, Ack) or not ack.created:  # refused, or filed before: the general path
+            if not isinstance(ack, Ack):  # refused: the general path says why
                 raise _Refused
             text = _reply(ack.ref, ack.due_at)
             state = json.dumps({"flow": "details", "stage": "risk", "case_id": ack.case_id, "ref": ack.ref,
@@ -112,18 +122,17 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
             put_many(conn, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
 
     try:
-        file(ctx, [r for _, r in chosen], now=now, record=record)
+        file(ctx, [r for _, r in chosen], now=now, record=record, conn=write)
     except BaseException:
         results[:] = [None] * len(msgs)
         raise
-    return results
 
 
 class _Refused(IntegrityError):
-    """A report of the batch was refused or filed before: the batch rolls back as on a conflict."""
+    """A report of the batch was refused: the batch rolls back as on a conflict."""
 
     def __init__(self):
-        super().__init__("a report of the batch was refused or filed before", None, Exception())
+        super().__init__("a report of the batch was refused", None, Exception())
 
 
 def _choose(ctx: Context, found: dict[str, Sender], msgs: list[Inbound], now: dt.datetime, *,

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from storage import Connection, IntegrityError, Session, session_on, session_scope
-from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases
-from storage.db import writing
+from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases, filed_before
+from storage.db import reading, writing
 from storage.enums import Channel, RiskType
 from storage.households import households_by_id
 from storage.inbound import regions_by_ids
@@ -142,15 +142,16 @@ Record = Callable[[Connection, list["Ack | HandlerError"]], None]
 
 
 def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | None = None,
-         record: Record | None = None) -> list[Ack | HandlerError]:
+         record: Record | None = None, conn: Connection | None = None) -> list[Ack | HandlerError]:
     """File ``reports`` in one transaction: the one write path of every channel.
 
     Each report is validated and understood first; one that is refused (bad input, an unknown
     household or village) gets its error in its place and writes nothing, the others are filed
-    together (``storage.cases.file_cases``: idempotent on the channel's inbound key, possible
-    duplicates and references decided inside the transaction), urgent ones queue a notice to the
+    together (``storage.cases.file_cases``: possible duplicates and references decided inside the
+    transaction; the channel's inbound key unique, so a retry fails the transaction), urgent ones queue a notice to the
     township's staff, ``record`` writes the channel's own rows, and all of it is committed before
-    this returns. Raises (``IntegrityError`` above all: a copy racing in another transaction)
+    this returns (``conn``: a write transaction of the caller's to work in instead, which the
+    caller commits). Raises (``IntegrityError`` above all: a copy racing in another transaction)
     when the transaction as a whole cannot be committed: then nothing of it was written.
     """
     now = now or utcnow()
@@ -161,29 +162,38 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
             ready[i] = _prepare(ctx, data)
         except HandlerError as exc:
             out[i] = exc
-    with writing(ctx.engine) as conn:
-        households = households_by_id(conn, [r.data.household_id for r in ready.values() if r.data.household_id])
-        villages = {h.village_id: Village(h.village_id, h.village_name, h.village_level, h.village_path)
-                    for h in households.values()}
-        villages.update(villages_by_id(conn, [r.data.village_id for r in ready.values()
-                                              if r.data.household_id is None and r.data.village_id is not None]))
-        rules = deadline_rules(conn, "warning") if ready else {}
-        creates: list[tuple[int, CaseCreate]] = []
-        for i, r in ready.items():
-            try:
-                creates.append((i, _create(ctx, r, households, villages, rules, now)))
-            except HandlerError as exc:
-                out[i] = exc
-        filed = file_cases(conn, [c for _, c in creates], now=now)
-        for (i, c), f in zip(creates, filed, strict=True):
-            if f.created and f.urgent:
-                with session_on(conn) as session:
-                    notify_urgent(session, case_id=f.id, ref=f.ref, reasons=f.urgent_reasons,
-                                  village=villages[c.village_id])
-            out[i] = _ack(f)
-        if record is not None:
-            record(conn, out)  # type: ignore[arg-type]
+    if conn is None:
+        with writing(ctx.engine) as conn:
+            _file(ctx, conn, ready, out, now, record)
+    else:
+        _file(ctx, conn, ready, out, now, record)
     return out  # type: ignore[return-value]
+
+
+def _file(ctx: Context, conn: Connection, ready: dict[int, _Ready], out: list, now: dt.datetime,
+          record: Record | None) -> None:
+    """The transaction of :func:`file`."""
+    households = households_by_id(conn, [r.data.household_id for r in ready.values() if r.data.household_id])
+    villages = {h.village_id: Village(h.village_id, h.village_name, h.village_level, h.village_path)
+                for h in households.values()}
+    villages.update(villages_by_id(conn, [r.data.village_id for r in ready.values()
+                                          if r.data.household_id is None and r.data.village_id is not None]))
+    rules = deadline_rules(conn, "warning") if ready else {}
+    creates: list[tuple[int, CaseCreate]] = []
+    for i, r in ready.items():
+        try:
+            creates.append((i, _create(ctx, r, households, villages, rules, now)))
+        except HandlerError as exc:
+            out[i] = exc
+    filed = file_cases(conn, [c for _, c in creates], now=now)
+    for (i, c), f in zip(creates, filed, strict=True):
+        if f.created and f.urgent:
+            with session_on(conn) as session:
+                notify_urgent(session, case_id=f.id, ref=f.ref, reasons=f.urgent_reasons,
+                              village=villages[c.village_id])
+        out[i] = _ack(f)
+    if record is not None:
+        record(conn, out)
 
 
 def _create(ctx: Context, r: _Ready, households: dict, villages: dict, rules: dict, now: dt.datetime) -> CaseCreate:
@@ -213,13 +223,19 @@ def _create(ctx: Context, r: _Ready, households: dict, villages: dict, rules: di
 
 def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -> Ack:
     """Create (or find, on a retry) the case for ``data`` and return its acknowledgement: a batch
-    of one of :func:`file`. A copy racing in another transaction makes this one fail on the unique
-    key; it is then tried again and finds the copy's case."""
+    of one of :func:`file`. A retry or a copy racing in another transaction is refused by the
+    unique key on the channel's inbound key; the case filed first is then acknowledged again
+    (``created`` False)."""
     for attempt in range(3):
         try:
             [result] = file(ctx, [data], now=now)
             break
         except IntegrityError:
+            if data.inbound_key is not None:
+                with reading(ctx.engine) as conn:
+                    earlier = filed_before(conn, data.inbound_key)
+                if earlier is not None:
+                    return _ack(earlier)
             if attempt == 2:
                 raise
     if isinstance(result, HandlerError):

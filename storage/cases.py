@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, literal, union_all, update
+from sqlalchemy import Integer, bindparam, func, literal, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
+from .db import insert_rows, one_of
 from .models import Attachment, Case, CaseEvent, Household, InboundMessage, WeChatUser, utcnow
 from .refs import take_refs
 
@@ -43,8 +45,8 @@ class CaseCreate(SQLModel):
 
 
 class CaseFiled(NamedTuple):
-    """What :func:`file_cases` gives back of each case: the new one, or (``created`` False) the
-    one filed earlier under the same ``inbound_key``."""
+    """A filed case as its channel acknowledges it: new (``created``), or found by
+    :func:`filed_before` (``created`` False)."""
 
     id: int
     ref: str
@@ -63,82 +65,76 @@ _FILED = (_case.c.id, _case.c.ref, _case.c.urgent, _case.c.due_at, _case.c.risk_
           _case.c.village_id, _case.c.urgent_reasons, _case.c.possible_duplicate_of_id, _case.c.inbound_key)
 _CREATE_FIELDS = frozenset(CaseCreate.model_fields) - {"actor_kind", "actor_id", "actor_name"}
 
-# The statements of :func:`file_cases`, built once: building a statement costs more CPU than
-# running it (SQLAlchemy caches the compiled form by the statement's shape).
-_FILED_BEFORE = select(*_FILED).where(_case.c.inbound_key.in_(bindparam("keys", expanding=True)))
-_INSERT_CASES = insert(_case).returning(_case.c.id, sort_by_parameter_order=True)
-_INSERT_EVENTS = insert(CaseEvent.__table__)
+# The statements of :func:`file_cases`, built once per database: building a statement costs more
+# CPU than running it (SQLAlchemy caches the compiled form by the statement's shape).
 _SET_DUPLICATE = update(_case).where(_case.c.id == bindparam("b_id")).values(possible_duplicate_of_id=bindparam("b_dup"))
-_LOCK_OWNERS = {t.name: select(t.c.id).where(t.c.id.in_(bindparam("ids", expanding=True))).order_by(t.c.id)
-                .with_for_update() for t in (Household.__table__, WeChatUser.__table__)}
 
 
-def _owned(kind: str, owner, param: str):
-    return select(literal(kind).label("kind"), owner.label("owner"), _case.c.created_at, _case.c.id,
-                  _case.c.closed_at).where(owner.in_(bindparam(param, expanding=True)))
+class _Statements(NamedTuple):
+    filed_before: Any
+    lock: dict[str, Any]
+    owned: dict[tuple[bool, bool], Any]
 
 
-_OWNED = {
-    (True, False): _owned("h", _case.c.household_id, "hs"),
-    (False, True): _owned("r", _case.c.reporter_id, "rs"),
-    (True, True): union_all(_owned("h", _case.c.household_id, "hs"), _owned("r", _case.c.reporter_id, "rs")),
-}
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    def owned(kind: str, owner, param: str):
+        return select(literal(kind).label("kind"), owner.label("owner"), _case.c.created_at, _case.c.id,
+                      _case.c.closed_at).where(one_of(owner, param, dialect, Integer()))
+
+    h, r = owned("h", _case.c.household_id, "hs"), owned("r", _case.c.reporter_id, "rs")
+    return _Statements(
+        filed_before=select(*_FILED).where(_case.c.inbound_key == bindparam("key")),
+        lock={t.name: select(t.c.id).where(one_of(t.c.id, "ids", dialect, Integer())).order_by(t.c.id)
+              .with_for_update() for t in (Household.__table__, WeChatUser.__table__)},
+        owned={(True, False): h, (False, True): r, (True, True): union_all(h, r)},
+    )
 
 
 def file_cases(conn: Connection, cases: Sequence[CaseCreate], *, now: dt.datetime | None = None) -> list[CaseFiled]:
     """File ``cases`` in ``conn``'s transaction, with their ``created`` events; one statement per
     table for the whole batch. The caller commits.
 
+    A case whose ``inbound_key`` was filed before (a retry, a copy racing in another transaction,
+    the same key twice in the batch) is refused by the unique constraint: ``IntegrityError``, the
+    whole transaction rolls back, and :func:`filed_before` finds the earlier case.
+
     Decided here, inside the transaction, so that two taps a second apart (or two workers) cannot
     both miss what the other wrote:
 
-    - a case whose ``inbound_key`` was filed before is not filed again: the earlier one comes back
-      with ``created`` False (a copy racing in another transaction fails on the unique constraint:
-      ``IntegrityError``, and the whole transaction rolls back);
     - a case of a household or reporter with an open case is flagged as its possible duplicate
       (``possible_duplicate_of_id``: the newest open one, an earlier case of this batch included).
-      On PostgreSQL the owners' rows are locked first, so concurrent batches take turns per owner;
-      SQLite's transactions take turns anyway.
+      On PostgreSQL the owners' rows are locked first (the household, or the reporter who has
+      none), so concurrent batches take turns per owner; SQLite's transactions take turns anyway.
 
     References are consecutive and gap-free (:func:`storage.refs.take_refs`).
     """
     now = now or utcnow()
-    earlier = _filed_before(conn, {c.inbound_key for c in cases if c.inbound_key})
-    fresh: list[int] = []  # indexes in ``cases`` of those to insert
-    keys: set[str] = set()
-    for k, c in enumerate(cases):
-        if c.inbound_key is None or (c.inbound_key not in earlier and c.inbound_key not in keys):
-            fresh.append(k)
-            if c.inbound_key is not None:
-                keys.add(c.inbound_key)
-    new = [cases[k] for k in fresh]
-    filed: dict[int, CaseFiled] = {}
-    if new:
-        dups = _possible_duplicates(conn, new)
-        refs = take_refs(conn, now, len(new))
-        rows = [_row(c, ref, dup, now) for c, ref, dup in zip(new, refs, dups, strict=True)]
-        ids = list(conn.execute(_INSERT_CASES, rows).scalars())
-        conn.execute(_INSERT_EVENTS, [
-            {"case_id": case_id, "at": now, "actor_kind": c.actor_kind, "actor_id": c.actor_id,
-             "actor_name": c.actor_name, "action": "created", "step": c.step, "note": "",
-             "data": {"channel": c.channel, "urgent": c.urgent}}
-            for case_id, c in zip(ids, new, strict=True)
-        ])
-        dups = _within_batch(conn, new, ids, dups)
-        for k, c, case_id, ref, dup in zip(fresh, new, ids, refs, dups, strict=True):
-            filed[k] = CaseFiled(case_id, ref, True, c.urgent, c.due_at, list(c.risk_types), c.description,
-                                 c.village_id, c.urgent_reasons, dup)
-    first = {cases[k].inbound_key: f for k, f in filed.items() if cases[k].inbound_key is not None}
-    first.update(earlier)
-    return [filed[k] if k in filed else first[c.inbound_key]._replace(created=False) for k, c in enumerate(cases)]
+    if not cases:
+        return []
+    dups = _possible_duplicates(conn, cases)
+    refs = take_refs(conn, now, len(cases))
+    rows = [_row(c, ref, dup, now) for c, ref, dup in zip(cases, refs, dups, strict=True)]
+    by_ref = insert_rows(conn, _case, rows, key="ref", returning=("id",))
+    ids = [by_ref[ref][0] for ref in refs]
+    insert_rows(conn, CaseEvent.__table__, [
+        {"case_id": case_id, "at": now, "actor_kind": c.actor_kind, "actor_id": c.actor_id,
+         "actor_name": c.actor_name, "action": "created", "step": c.step, "note": "",
+         "data": {"channel": c.channel, "urgent": c.urgent}}
+        for case_id, c in zip(ids, cases, strict=True)
+    ])
+    dups = _within_batch(conn, cases, ids, dups)
+    return [CaseFiled(case_id, ref, True, c.urgent, c.due_at, list(c.risk_types), c.description, c.village_id,
+                      c.urgent_reasons, dup) for c, case_id, ref, dup in zip(cases, ids, refs, dups, strict=True)]
 
 
-def _filed_before(conn: Connection, keys: set[str]) -> dict[str, CaseFiled]:
-    if not keys:
-        return {}
-    rows = conn.execute(_FILED_BEFORE, {"keys": sorted(keys)})
-    return {r.inbound_key: CaseFiled(r.id, r.ref, False, r.urgent, r.due_at, list(r.risk_types), r.description,
-                                     r.village_id, r.urgent_reasons, r.possible_duplicate_of_id) for r in rows}
+def filed_before(conn: Connection, inbound_key: str) -> CaseFiled | None:
+    """The case filed under ``inbound_key``, if any (``created`` False)."""
+    r = conn.execute(_statements(conn.dialect.name).filed_before, {"key": inbound_key}).first()
+    if r is None:
+        return None
+    return CaseFiled(r.id, r.ref, False, r.urgent, r.due_at, list(r.risk_types), r.description, r.village_id,
+                     r.urgent_reasons, r.possible_duplicate_of_id)
 
 
 def _possible_duplicates(conn: Connection, cases: Sequence[CaseCreate]) -> list[int | None]:
@@ -146,12 +142,13 @@ def _possible_duplicates(conn: Connection, cases: Sequence[CaseCreate]) -> list[
     households = sorted({c.household_id for c in cases if c.household_id is not None})
     reporters = sorted({c.reporter_id for c in cases if c.reporter_id is not None})
     if conn.dialect.name != "sqlite":  # take turns per owner (SQLite's transactions take turns anyway)
-        for table, ids in (("household", households), ("wechatuser", reporters)):
+        alone = sorted({c.reporter_id for c in cases if c.household_id is None and c.reporter_id is not None})
+        for table, ids in (("household", households), ("wechatuser", alone)):
             if ids:
-                conn.execute(_LOCK_OWNERS[table], {"ids": ids})
+                conn.execute(_statements(conn.dialect.name).lock[table], {"ids": ids})
     newest: dict[tuple[str, int], tuple[dt.datetime, int]] = {}
     if households or reporters:
-        stmt = _OWNED[bool(households), bool(reporters)]
+        stmt = _statements(conn.dialect.name).owned[bool(households), bool(reporters)]
         for kind, owner, at, case_id, closed_at in conn.execute(stmt, {"hs": households, "rs": reporters}):
             key = (kind, owner)
             if closed_at is not None:
@@ -170,8 +167,9 @@ def open_cases_of(households: Sequence[int], reporters: Sequence[int]):
     closed_at)``, each owner column through its own index. Open or closed: with ``closed_at IS
     NULL`` in the statement SQLite walks every open case instead (the open-queue index), where a
     household or reporter has only a few cases to look at. (The statement :func:`file_cases` runs,
-    with its values.)"""
-    return _OWNED[bool(households), bool(reporters)].params(hs=list(households), rs=list(reporters))
+    with its values, in SQLite's words.)"""
+    stmt = _statements("sqlite").owned[bool(households), bool(reporters)]
+    return stmt.params(hs=list(households), rs=list(reporters))
 
 
 def _within_batch(conn: Connection, cases: Sequence[CaseCreate], ids: Sequence[int],

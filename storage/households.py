@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, select
 from sqlalchemy.engine import Connection
 
+from .db import one_of
 from .models import Household, Region
 
 
@@ -23,8 +25,12 @@ class HouseholdPlace(NamedTuple):
 
 
 _h, _r = Household.__table__, Region.__table__
-_PLACES = (select(_h.c.id, _h.c.head_name, _h.c.village_id, _r.c.name, _r.c.level, _r.c.path)
-           .join(_r, _r.c.id == _h.c.village_id).where(_h.c.id.in_(bindparam("ids", expanding=True))))
+
+
+@functools.cache
+def _places(dialect: str):
+    return (select(_h.c.id, _h.c.head_name, _h.c.village_id, _r.c.name, _r.c.level, _r.c.path)
+            .join(_r, _r.c.id == _h.c.village_id).where(one_of(_h.c.id, "ids", dialect, Integer())))
 
 
 def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, HouseholdPlace]:
@@ -32,4 +38,4 @@ def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Househol
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    return {r.id: HouseholdPlace(*r) for r in conn.execute(_PLACES, {"ids": wanted})}
+    return {r.id: HouseholdPlace(*r) for r in conn.execute(_places(conn.dialect.name), {"ids": wanted})}

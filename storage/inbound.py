@@ -8,10 +8,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
+from .db import insert_rows
 from .models import Case, Household, InboundMessage, Region, WeChatUser, utcnow
 
 # --- inbound messages --------------------------------------------------------------------
@@ -148,13 +149,10 @@ def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
     return case
 
 
-_INSERT_INBOUND = insert(InboundMessage.__table__)
-
-
 def record_answered(conn: Connection, messages: Sequence[dict], *, now: dt.datetime | None = None) -> None:
     """Inbound messages (``source``, ``dedupe_key``, ``msg_type``, ``reply``, ``case_id``) with their
     stored replies, in ``conn``'s transaction, in one statement: what ``claim_inbound`` and
     ``reply_once`` write one by one. ``IntegrityError`` when one was seen before."""
     if messages:
         now = now or utcnow()
-        conn.execute(_INSERT_INBOUND, [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])
+        insert_rows(conn, InboundMessage.__table__, [{**m, "msg_type": m["msg_type"][:32], "received_at": now} for m in messages])

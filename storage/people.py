@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, null
+from sqlalchemy import String, bindparam, func, null
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from .crypto import DataCipher
+from .db import one_of
 from .models import Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
 # scrypt parameters: ~50 ms per hash on the target machine, 16 MiB of memory.
@@ -188,7 +190,8 @@ class Sender(NamedTuple):
         return self.state_key is not None and (self.state_expires_at is None or self.state_expires_at > now)
 
 
-def _senders_stmt(with_state: bool):
+@functools.cache
+def _senders_stmt(dialect: str, with_state: bool):
     u, h, r, k = WeChatUser.__table__, Household.__table__, Region.__table__, KeyValue.__table__
     stmt = (
         sa_select(u.c.openid, u.c.id, u.c.household_id, u.c.village_id, u.c.name, u.c.phone_enc, u.c.consented_at,
@@ -196,12 +199,9 @@ def _senders_stmt(with_state: bool):
         .select_from(u)
         .outerjoin(h, h.c.id == u.c.household_id)
         .outerjoin(r, r.c.id == func.coalesce(h.c.village_id, u.c.village_id))
-        .where(u.c.app == bindparam("app"), u.c.openid.in_(bindparam("openids", expanding=True)))
+        .where(u.c.app == bindparam("app"), one_of(u.c.openid, "openids", dialect, String()))
     )
     return stmt.outerjoin(k, k.c.key == bindparam("prefix") + u.c.openid) if with_state else stmt
-
-
-_SENDERS = {with_state: _senders_stmt(with_state) for with_state in (False, True)}
 
 
 def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
@@ -210,6 +210,6 @@ def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
     their dialogue states from the key-value table under ``state_prefix + openid``."""
     if not openids:
         return {}
-    rows = conn.execute(_SENDERS[state_prefix is not None], {"app": app, "openids": list(openids),
+    rows = conn.execute(_senders_stmt(conn.dialect.name, state_prefix is not None), {"app": app, "openids": list(openids),
                                                              "prefix": state_prefix})
     return {row.openid: Sender(*row) for row in rows}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from sqlalchemy import bindparam
+from sqlalchemy import Integer, bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
+from .db import one_of
 from .models import DeadlineRule, Region
 
 
@@ -122,7 +124,12 @@ class Village(NamedTuple):
 
 
 _r, _rule = Region.__table__, DeadlineRule.__table__
-_VILLAGES = sa_select(_r.c.id, _r.c.name, _r.c.level, _r.c.path).where(_r.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _villages(dialect: str):
+    return sa_select(_r.c.id, _r.c.name, _r.c.level, _r.c.path).where(one_of(_r.c.id, "ids", dialect, Integer()))
+
 _RULES = sa_select(_rule.c.region_id, _rule.c.working_days).where(_rule.c.step == bindparam("step"))
 
 
@@ -131,7 +138,7 @@ def villages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Village]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    return {r.id: Village(*r) for r in conn.execute(_VILLAGES, {"ids": wanted})}
+    return {r.id: Village(*r) for r in conn.execute(_villages(conn.dialect.name), {"ids": wanted})}
 
 
 def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
