@@ -8,6 +8,7 @@ and what to ask next). ``progress`` lists a reporter's cases with step and deadl
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,10 +216,16 @@ def _create(ctx: Context, r: _Ready, households: dict, villages: dict, rules: di
         reporter_id_number_enc=ctx.cipher.encrypt(r.id_number), village_id=village.id, region_path=village.path,
         risk_types=r.risks, description=r.description, urgent=r.urgent, urgent_reasons="；".join(r.reasons)[:500],
         step="warning",
-        due_at=ctx.calendar.add_working_days(now, DEFAULT_STEP_DAYS["warning"] if days is None else days),
+        due_at=_due(ctx.calendar, now, DEFAULT_STEP_DAYS["warning"] if days is None else days),
         actor_kind="staff" if r.channel == "staff" else "villager",
         actor_name=data.actor_name or reporter_name,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _due(calendar, now: dt.datetime, days: int) -> dt.datetime:
+    """The deadline ``days`` working days after ``now`` (the reports of one batch share ``now``)."""
+    return calendar.add_working_days(now, days)
 
 
 def submit(ctx: Context, data: ReportInput, *, now: dt.datetime | None = None) -> Ack:

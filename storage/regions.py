@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import time
+import weakref
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Integer, bindparam
 from sqlalchemy import select as sa_select
@@ -81,6 +83,7 @@ def set_deadline(session: Session, *, step: str, working_days: int, region: Regi
     rule.working_days = working_days
     session.add(rule)
     session.flush()
+    _rules_cache.clear()
     return rule
 
 
@@ -141,9 +144,22 @@ def villages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Village]:
     return {r.id: Village(*r) for r in conn.execute(_villages(conn.dialect.name), {"ids": wanted})}
 
 
+#: Seconds a process keeps the deadline rules it read (:func:`deadline_rules`): they change when an
+#: administrator sets one, and every report reads them. A change made in this process applies at
+#: once (:func:`set_deadline`), one made in another worker within this time.
+RULES_TTL = 30.0
+_rules_cache: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, dict[int | None, int]]]] = weakref.WeakKeyDictionary()
+
+
 def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
     """``{region id (None: every region): working days}`` of ``step``'s deadline rules."""
-    return {r.region_id: r.working_days for r in conn.execute(_RULES, {"step": step})}
+    per_step = _rules_cache.setdefault(conn.engine, {})
+    cached = per_step.get(step)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    rules = {r.region_id: r.working_days for r in conn.execute(_RULES, {"step": step})}
+    per_step[step] = (time.monotonic() + RULES_TTL, rules)
+    return rules
 
 
 def path_ids(path: str) -> list[int]:
