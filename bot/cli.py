@@ -1,11 +1,9 @@
-"""The ``huinong`` command line.
+"""The ``huinong`` command line: one click group for every command of the project.
 
-\b
-    huinong init-db            create the tables (safe to run again)
-    huinong load-demo          a small demo county with households and staff
-    huinong build-index        ingest the policy corpus and build the search index
-    huinong serve              run the service with gunicorn
-    huinong check-config       show every setting and what is wrong with them
+The service's commands live here; ``bot.wechat.commands`` adds the WeChat ones, and the
+``knowledge`` and ``understanding`` groups come from their packages (``knowledge.cli``,
+``handlers.understanding.cli``), which ``python -m knowledge`` and ``python -m
+handlers.understanding`` run as well. ``huinong --help`` lists every command and subcommand.
 """
 
 from __future__ import annotations
@@ -15,6 +13,9 @@ import sys
 
 import click
 
+from handlers.understanding.cli import main as understanding_group
+from knowledge.cli import main as knowledge_group
+
 from .settings import Settings, SettingsError
 
 #: Modules that add commands to the group: each exposes ``commands: list[click.Command]``.
@@ -22,6 +23,35 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.wechat.commands",
     # "bot.console.commands",
 )
+
+#: Command groups of other packages, registered under these names.
+COMMAND_GROUPS: tuple[click.Group, ...] = (knowledge_group, understanding_group)
+
+
+class _Group(click.Group):
+    """Commands in the order they were added, and every subcommand of a group listed too."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        entries: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            entries.append((name, cmd))
+            if isinstance(cmd, click.Group):
+                sub_ctx = click.Context(cmd, info_name=name, parent=ctx)
+                for sub in cmd.list_commands(sub_ctx):
+                    sub_cmd = cmd.get_command(sub_ctx, sub)
+                    if sub_cmd is not None and not sub_cmd.hidden:
+                        entries.append((f"{name} {sub}", sub_cmd))
+        if not entries:
+            return
+        limit = max(45, formatter.width - 6 - max(len(name) for name, _ in entries))
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in entries])
 
 
 def _settings() -> Settings:
@@ -42,15 +72,27 @@ def _services(create_tables: bool = True):
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
-@click.group(help=__doc__)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="huinong")
 def main() -> None:
-    pass
+    """Hardship reporting, policy answers and case triage on WeChat.
+
+    Settings come from HUINONG_* environment variables ("huinong check-config" lists them).
+    "huinong COMMAND --help" explains a command, its options and their defaults.
+
+    \b
+    First run (what "make run" does):
+      huinong init-db && huinong load-demo && huinong build-index --if-needed && huinong serve
+    """
 
 
 @main.command("init-db")
 def init_db_command() -> None:
-    """Create the database tables and default deadlines. Running it again changes nothing."""
+    """Create the tables and default deadlines.
+
+    The database is HUINONG_DATABASE_URL (default: SQLite in the instance folder). Running it
+    again changes nothing.
+    """
     from handlers.setup import install_defaults
 
     services = _services()
@@ -60,9 +102,10 @@ def init_db_command() -> None:
 
 @main.command("load-demo")
 def load_demo_command() -> None:
-    """Load a demo county (two townships, villages, households, staff accounts).
+    """Load the demo county with households and staff.
 
-    The staff passwords are printed the first time only, and kept in the instance folder
+    白河县 with two townships, five villages, households and six staff accounts. The staff
+    passwords are printed the first time only, and kept in the instance folder
     (demo-accounts.txt, readable by you alone). Running it again changes nothing.
     """
     from handlers.demo import load_demo
@@ -87,12 +130,21 @@ def load_demo_command() -> None:
 
 @main.command("create-staff")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["village", "township", "county", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["village", "township", "county", "admin"]), required=True,
+              help="What the account may see and do: its level in the region tree, or admin")
 @click.option("--region", "region", required=True, help="Region id, or names from the county down: 白河县/城关镇")
 @click.option("--name", "display_name", default="", help="Name shown in the console and the audit log")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of a prompt")
 def create_staff_command(username: str, role: str, region: str, display_name: str, password_stdin: bool) -> None:
-    """Create a staff account for the console."""
+    """Create a staff account for the console.
+
+    The password (at least 8 characters) is prompted twice, or read from standard input
+    with --password-stdin.
+
+    \b
+    Example:
+      huinong create-staff clerk1 --role township --region 白河县/城关镇 --name 张丽
+    """
     from handlers.errors import HandlerError
     from handlers.setup import create_staff_account
 
@@ -115,7 +167,11 @@ def create_staff_command(username: str, role: str, region: str, display_name: st
 @main.command("check-config")
 @click.option("--generate-key", is_flag=True, help="Print a new random value for HUINONG_DATA_KEY and exit")
 def check_config_command(generate_key: bool) -> None:
-    """Show every setting (secrets hidden) and exit non-zero when one is wrong."""
+    """Show every setting; exit 1 when one is wrong.
+
+    Lists each HUINONG_* variable with its value (secrets hidden) and what it does, then the problems found
+    (on standard error). --generate-key prints a fresh HUINONG_DATA_KEY instead.
+    """
     if generate_key:
         from storage.crypto import generate_data_key
 
@@ -136,12 +192,14 @@ def check_config_command(generate_key: bool) -> None:
 
 
 @main.command("build-index")
-@click.option("--quiet", is_flag=True, help="No progress bar")
+@click.option("--quiet", is_flag=True, help="No progress bar on standard error")
 @click.option("--if-needed", is_flag=True, help="Do nothing when the index is already up to date")
 def build_index_command(quiet: bool, if_needed: bool) -> None:
-    """Ingest the policy corpus and build the lexical and vector index (instance/index).
+    """Ingest the policy corpus, build the search index.
 
-    The first run also converts the bundled embedding model into the instance folder.
+    Builds the BM25 and vector index in the instance folder (index/) from
+    HUINONG_CORPUS_DIR (default: the bundled corpus). The first run also converts the
+    bundled embedding model into the instance folder (models/); a few minutes in all.
     """
     from knowledge import KnowledgeBase, StaleIndexError
     from knowledge.embedder import EmbedderError, load_embedder
@@ -164,13 +222,23 @@ def build_index_command(quiet: bool, if_needed: bool) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="HUINONG_HOST")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="HUINONG_PORT")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="HUINONG_HOST", show_envvar=True,
+              help="Address to listen on (0.0.0.0: every interface)")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="HUINONG_PORT",
+              show_envvar=True, help="TCP port to listen on")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
               help="threads per worker (a thread waits while its report commits with others)")
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
-    """Run the service with gunicorn (a production WSGI server)."""
+    """Run the web service with gunicorn.
+
+    Serves the WeChat endpoint (/wechat), the mini-program API (/api/v1/), the staff
+    console (/console/) and /healthz. Run "huinong worker" next to it to deliver the outbox.
+
+    \b
+    Example:
+      huinong serve --host 0.0.0.0 --port 8000 --workers 4 --threads 8
+    """
     settings = _settings()
     from storage.db import database_warnings, make_engine
 
@@ -200,6 +268,8 @@ def serve_command(host: str, port: int, workers: int, threads: int) -> None:
 for _module in COMMAND_MODULES:
     for _cmd in importlib.import_module(_module).commands:
         main.add_command(_cmd)
+for _group in COMMAND_GROUPS:
+    main.add_command(_group)
 
 
 def register_cli(app) -> None:

@@ -1,6 +1,6 @@
-"""Entry point for ``python -m knowledge``."""
+"""``python -m knowledge``: the same commands as ``huinong knowledge``."""
 
 from knowledge.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="python -m knowledge")

@@ -1,11 +1,8 @@
-"""``python -m knowledge``: build the index, answer the batch contract, evaluate, calibrate.
+"""The ``knowledge`` command group: build the index, answer the batch contract, evaluate, calibrate.
 
-\b
-    python -m knowledge build                      # (re)build the index, progress on stderr
-    python -m knowledge search --top-k 5 --jsonl   # batch contract, JSON lines in and out
-    python -m knowledge ask "住院能先看病后交钱吗" --region 神木市
-    python -m knowledge eval [--qa FILE] [--unanswerable FILE]
-    python -m knowledge calibrate                  # refit data/answerability.json
+Registered as ``huinong knowledge``; ``python -m knowledge`` runs the same group. The batch
+contract ``python -m knowledge search --top-k 5 --jsonl`` is judged: keep its options and its
+JSON lines byte for byte.
 
 Paths come from HUINONG_CORPUS_DIR, HUINONG_INSTANCE_DIR and HUINONG_EMBEDDING_MODEL
 (see :mod:`knowledge.config`). Results go to stdout; progress and diagnostics to stderr.
@@ -56,19 +53,42 @@ def _open(config: KnowledgeConfig, fake: bool, rebuild: bool = False):
 
 
 _fake_option = click.option(
-    "--fake-embedder", is_flag=True, help="Use the deterministic hash embedder (tests, no model)."
+    "--fake-embedder",
+    is_flag=True,
+    help="Use the deterministic hash embedder instead of the model (tests; an index built with it "
+    "differs from the real one).",
 )
 
 
-@click.group()
+@click.group("knowledge", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Policy-document retrieval for the huinong service."""
+    """Policy questions: search, answer, evaluate.
+
+    Build the search index, search it, answer as the WeChat edge does, evaluate, calibrate.
+    Paths come from HUINONG_CORPUS_DIR (default: the bundled corpus), HUINONG_INSTANCE_DIR
+    (default ./instance; the index is in its index/ folder) and HUINONG_EMBEDDING_MODEL
+    (default: the bundled multilingual-e5-small). Results go to standard output; progress
+    and diagnostics to standard error. Every command except build builds the index first
+    when it is missing or stale. Also available as "python -m knowledge".
+
+    \b
+    Examples:
+      huinong knowledge search 小额信贷最多贷多少
+      huinong knowledge search --top-k 5 --jsonl < questions.jsonl
+      huinong knowledge ask "住院能先看病后交钱吗" --region 神木市
+      huinong knowledge eval
+    """
 
 
 @main.command()
 @_fake_option
 def build(fake_embedder: bool) -> None:
-    """Build the index from the corpus (always rebuilds)."""
+    """Rebuild the search index, even if up to date.
+
+    Ingests the corpus, then builds the BM25 and vector index; progress on standard error.
+    "huinong build-index --if-needed" does the same from the service's settings and skips
+    an index that is up to date.
+    """
     config = KnowledgeConfig.from_env()
     started = time.monotonic()
     kb = _open(config, fake_embedder, rebuild=True)
@@ -80,12 +100,27 @@ def build(fake_embedder: bool) -> None:
 
 
 @main.command()
-@click.option("--top-k", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option(
+    "--top-k", type=click.IntRange(1, 50), default=5, show_default=True, help="Passages per question."
+)
 @click.option("--jsonl", is_flag=True, help="Read JSON lines on stdin, write JSON lines on stdout.")
 @click.argument("question", required=False)
 @_fake_option
 def search(top_k: int, jsonl: bool, question: str | None, fake_embedder: bool) -> None:
-    """The batch contract: {"id","question","region"?} in, {"id","answerable","passages"} out."""
+    """Search passages (the --jsonl batch contract).
+
+    Searches the policy passages for QUESTION, or for a batch of JSON lines. With QUESTION: print one JSON object {"answerable", "passages"}.
+
+    With --jsonl (the batch contract): each input line {"id", "question", "region"?} gives one
+    output line {"id", "answerable", "passages"}, in order; each passage is {"doc", "section",
+    "text", "start", "end", "score"}, quoted exactly from the document. An unreadable line is
+    reported on standard error and skipped.
+
+    \b
+    Examples:
+      huinong knowledge search 小额信贷最多贷多少
+      echo '{"id": "q1", "question": "小额信贷最多贷多少"}' | huinong knowledge search --top-k 5 --jsonl
+    """
     kb = _open(KnowledgeConfig.from_env(), fake_embedder)
     if not jsonl:
         if not question:
@@ -125,7 +160,14 @@ def search(top_k: int, jsonl: bool, question: str | None, fake_embedder: bool) -
 @click.option("--offset", default=0, show_default=True, help="Which passage to start from (更多).")
 @_fake_option
 def ask(question: str, region: str | None, offset: int, fake_embedder: bool) -> None:
-    """Print the WeChat reply for one question (and the ranking on stderr)."""
+    """Print the WeChat reply to one question.
+
+    The reply to QUESTION on standard output, the ranking on standard error.
+
+    \b
+    Example:
+      huinong knowledge ask "住院能先看病后交钱吗" --region 神木市
+    """
     kb = _open(KnowledgeConfig.from_env(), fake_embedder)
     res = kb.search(question, region, k=5)
     for i, h in enumerate(res.passages, 1):
@@ -161,7 +203,15 @@ def _eval_paths(qa: str | None, unanswerable: str | None) -> tuple[Path, Path]:
 def eval_command(
     qa_path: str | None, un_path: str | None, verbose: bool, no_rrf: bool, fake_embedder: bool
 ) -> None:
-    """hit@1/3/5, MRR, decline rates, passage length and latency for BM25, dense and full."""
+    """Measure retrieval: hit@k, MRR, declines, latency.
+
+    On labelled questions, compares BM25 alone, dense vectors alone, the full pipeline and (unless --no-rrf)
+    reciprocal-rank fusion: hit@1/3/5, MRR, decline rates, passage length and latency.
+
+    \b
+    Example:
+      huinong knowledge eval --qa qa.jsonl --unanswerable unanswerable.jsonl --verbose
+    """
     from knowledge.evaluate import FUSION_ALTERNATIVE, PIPELINES, evaluate, format_report, read_jsonl
 
     qa_file, un_file = _eval_paths(qa_path, un_path)
@@ -186,7 +236,11 @@ def eval_command(
 @click.option("--out", "out_path", default=None, help="Where to write (default data/answerability.json).")
 @_fake_option
 def calibrate(data_path: str | None, out_path: str | None, fake_embedder: bool) -> None:
-    """Fit the answerability model on the project's own labelled questions."""
+    """Refit the answerability model.
+
+    Fits it on the project's own labelled questions and writes the fitted model (default data/answerability.json in the package), which decides
+    when a search declines to answer.
+    """
     from knowledge.calibrate import run
 
     kb = _open(KnowledgeConfig.from_env(), fake_embedder)

@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 @click.command("wechat-menu")
 @click.option("--push", is_flag=True, help="Create the menu through the WeChat API (replaces the current one)")
 def wechat_menu_command(push: bool) -> None:
-    """Print the official account's menu as JSON (keys REPORT / ASK / PROGRESS / CONTACT)."""
+    """Print (or --push) the official account's menu.
+
+    The menu as JSON, with the click keys REPORT / ASK / PROGRESS / CONTACT.
+    """
     from .menu import menu_json, push_menu
 
     click.echo(menu_json())
@@ -43,9 +46,9 @@ def wechat_menu_command(push: bool) -> None:
               help="Seconds between rounds")
 @click.option("--batch", default=20, show_default=True, type=click.IntRange(1, 500), help="Messages per round")
 def worker_command(once: bool, interval: float, batch: int) -> None:
-    """Deliver the outbox: customer-service and template messages, with retries and backoff.
+    """Deliver queued WeChat messages, with retries.
 
-    Run one or more next to the web service; they share the work safely.
+    The outbox: customer-service and template messages, with retries and backoff. Run one or more next to the web service; they share the work safely.
     """
     from ..cli import _services
     from .outbound import WeChatNotConfigured
