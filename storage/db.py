@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import ARRAY, JSON, String, Text, any_, bindparam, cast, event, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -197,6 +198,14 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False, sqlite_sync
     # prepares one after its fifth run on a connection).
     engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
     _ping_when_idle(engine)
+
+    @event.listens_for(engine, "connect")
+    def _binary_arrays(dbapi_conn, _record):  # pragma: no cover - trivial
+        # Lists (the ``= ANY(…)`` parameters, the columns of :func:`insert_rows`) in PostgreSQL's
+        # binary array format: psycopg's text format escapes every element with a regular
+        # expression, which was a third of a one-click batch's CPU (2026-12-08, batches of 8).
+        dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
+
     return engine
 
 
