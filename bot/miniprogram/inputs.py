@@ -9,6 +9,7 @@ shape, naming the field in Chinese with the codes the API has always used: ``unk
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, TypeVar
@@ -53,7 +54,18 @@ def _order(data: Any):
     return key
 
 
-def problem(exc: pydantic.ValidationError, data: Any) -> ValidationError:
+@functools.cache
+def _min_lengths(model: type[pydantic.BaseModel]) -> dict[str, int]:
+    """The ``minLength`` of each string field of ``model``, from its JSON Schema."""
+    out = {}
+    for name, prop in model.model_json_schema().get("properties", {}).items():
+        for alt in [prop, *prop.get("anyOf", [])]:
+            if "minLength" in alt:
+                out[name] = alt["minLength"]
+    return out
+
+
+def problem(exc: pydantic.ValidationError, data: Any, model: type[pydantic.BaseModel]) -> ValidationError:
     """The first error of ``exc`` as the API's ``ValidationError`` (Chinese message, field, code)."""
     err = sorted(exc.errors(include_url=False), key=_order(data))[0]
     kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
@@ -73,8 +85,7 @@ def problem(exc: pydantic.ValidationError, data: Any) -> ValidationError:
     if kind in {"literal_error", "enum"}:
         return ValidationError(T.FIELD_CHOICE.format(field=field), field=field, code="choice")
     blank = isinstance(value, str) and not value.strip()
-    if kind == "string_too_short" or (kind == "string_pattern_mismatch" and blank
-                                       and ctx.get("pattern") == M.VISIBLE_PATTERN):
+    if kind == "string_too_short" or (blank and len(loc) == 1 and _min_lengths(model).get(loc[0]) == 1):
         n = ctx.get("min_length", 1)
         # A blank value where one visible character is required counts as missing.
         code = "required" if n == 1 else "too_short"
@@ -95,7 +106,7 @@ def check(model: type[ModelT], data: Any) -> ModelT:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise problem(exc, data) from None
+        raise problem(exc, data, model) from None
 
 
 def _reject_constant(name: str):

@@ -7,14 +7,15 @@ the security scheme and the error responses around them. A test compares its pat
 with the routes the application really has.
 
 Why pydantic's own ``models_json_schema`` rather than spectree, flask-openapi3 or apispec:
-spectree and flask-openapi3 read the body with ``request.get_json(silent=True)``, so malformed
-JSON, ``NaN`` or a JSON array would reach validation as ``{}`` or ``None`` instead of the
-documented ``bad_json`` / ``not_object`` errors; they answer validation errors with their own
-status (422) and shape; and flask-openapi3 documents only what is registered on its own ``OpenAPI``
-application class. Both would need the body parsed a second time before them, and their documents
-cannot say this API's shared responses (401 with ``WWW-Authenticate``, 429 with ``Retry-After``).
-apispec's pydantic plugin only does what ``models_json_schema`` does (component schemas with
-``$ref``s), so it would add two dependencies for the dictionaries below.
+spectree (3.0) and flask-openapi3 (4.3) read the body with ``request.get_json(silent=True)``, so
+malformed JSON, ``NaN`` or a body of the wrong content type would reach validation as ``{}`` or
+``None`` instead of the documented ``bad_json``, ``not_object`` and 415 answers, and both answer a
+validation error with their own status (422) and body unless overridden; the body would be parsed
+twice. spectree's ``Response`` declares one model per status and no response headers (ours
+document ``WWW-Authenticate`` on 401 and ``Retry-After`` on 429). flask-openapi3 builds the
+document in its own ``OpenAPI`` subclass of ``Flask``, so the application factory would change
+for one blueprint. apispec's pydantic plugin does what ``models_json_schema`` does (component
+schemas with ``$ref``s), and apispec's path helpers would wrap the same dictionaries as below.
 """
 
 from __future__ import annotations
