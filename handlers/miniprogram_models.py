@@ -201,7 +201,8 @@ class Logout(BaseModel):
 
 class Photo(BaseModel):
     id: int
-    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+    content_type: Literal["image/jpeg", "image/png", "image/webp", ""] = Field(
+        description="Empty (and size 0) for a photo sent in the WeChat chat, kept by its media id")
     size: int
     created_at: Timestamp
 
