@@ -5,6 +5,9 @@ The code is a permanent parametric QR code whose scene string is ``hh:<bind toke
 with ``EventKey`` ``qrscene_hh:<token>`` (first follow) or a ``SCAN`` event with ``hh:<token>``
 (already following). A WeChat already bound to another household is not moved silently: the
 village cadre does that.
+
+:func:`bind_user` is the one use case both channels call (the mini-program binds by the same
+token, or by name + ID number; ``handlers.miniprogram_household``); each channel words the outcome.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from storage import session_scope
 from storage.audit import audit
 from storage.inbound import get_household, get_region, set_subscribed
+from storage.models import Household, WeChatUser
 from storage.people import bind_household, get_or_create_wechat_user, household_by_token
 
 from . import chat_texts as T
@@ -19,6 +23,30 @@ from .context import Context
 from .routing import Chatter, Inbound
 
 SCENE_PREFIX = "hh:"
+
+#: Outcomes of :func:`bind_user`.
+BOUND, ALREADY, OTHER = "bound", "already", "other"
+
+
+def bind_user(session, user: WeChatUser, household: Household, *, action: str, actor_name: str, detail: str,
+              ip: str = "") -> str:
+    """Bind ``user`` to ``household`` and audit it: ``BOUND``; ``ALREADY`` when it is bound to it;
+    ``OTHER`` when it is bound to another household, which is left as it is (the cadre moves it)."""
+    if user.household_id == household.id:
+        return ALREADY
+    if user.household_id is not None:
+        return OTHER
+    bind_household(session, user, household)
+    audit(session, action=action, actor_name=actor_name, target=f"household:{household.id}", detail=detail,
+          ip=ip)
+    return BOUND
+
+
+def village_and_head(session, household_id: int | None) -> dict[str, str]:
+    """``{"village", "head"}`` of a household, as the binding messages of both channels name it."""
+    household = get_household(session, household_id)
+    village = get_region(session, household.village_id) if household else None
+    return {"village": village.name if village else "", "head": household.head_name if household else ""}
 
 
 def bind_scene(ctx: Context, openid: str, scene: str) -> str | None:
@@ -31,21 +59,16 @@ def bind_scene(ctx: Context, openid: str, scene: str) -> str | None:
         household = household_by_token(session, token)
         if household is None:
             return T.BAD_CODE
-        village = get_region(session, household.village_id)
-        names = {"village": village.name if village else "", "head": household.head_name}
+        names = village_and_head(session, household.id)
         user = get_or_create_wechat_user(session, openid=openid, app="oa")
-        if user.household_id == household.id:
+        outcome = bind_user(session, user, household, action="wechat_bind", actor_name=T.AUDIT_ACTOR,
+                            detail=T.AUDIT_BIND.format(user=user.id, head=household.head_name))
+        if outcome == ALREADY:
             return T.ALREADY_BOUND.format(**names)
-        if user.household_id is not None:
-            current = get_household(session, user.household_id)
-            cur_village = get_region(session, current.village_id) if current else None
-            return T.BOUND_OTHER.format(village=cur_village.name if cur_village else "",
-                                        head=current.head_name if current else "")
-        bind_household(session, user, household)
+        if outcome == OTHER:
+            return T.BOUND_OTHER.format(**village_and_head(session, user.household_id))
         if not user.subscribed:
             set_subscribed(session, user, True)
-        audit(session, action="wechat_bind", actor_name=T.AUDIT_ACTOR, target=f"household:{household.id}",
-              detail=T.AUDIT_BIND.format(user=user.id, head=household.head_name))
         return T.BOUND.format(**names)
 
 

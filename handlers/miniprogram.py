@@ -1,4 +1,8 @@
-"""Use cases of the mini-program: sessions, binding a household, reports, questions, topics.
+"""Use cases of the mini-program: sessions, reports with their photos, my reports.
+
+The household (reading and binding it) is in :mod:`handlers.miniprogram_household`, questions and
+topics in :mod:`handlers.miniprogram_ask`, the request and response models in
+:mod:`handlers.miniprogram_models`.
 
 The WeChat exchange (``code2session``) and HTTP happen in ``bot.miniprogram``; these functions get
 what came out of it and share every rule with the official account: a report goes through
@@ -15,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage import session_scope
@@ -28,21 +32,15 @@ from storage.api import (
     create_api_session,
     delete_pending_idempotency,
     finish_idempotency,
-    household_by_id,
-    households_in_villages,
     idempotency_record,
     revoke_api_session,
     set_unionid,
-    villages_named,
     wechat_user,
 )
-from storage.audit import audit
 from storage.cases import add_attachment, add_event, attachments_of, case_by_ref, events_of
-from storage.crypto import mask_id_number, mask_phone
-from storage.enums import HouseholdCategory, Outcome, ProcedureStep, RiskType
-from storage.models import Attachment, Case, Household, utcnow
-from storage.people import bind_household, get_or_create_wechat_user, household_by_token
-from storage.regions import ancestors, get_region
+from storage.enums import Outcome, ProcedureStep, RiskType
+from storage.models import Attachment, Case, utcnow
+from storage.people import get_or_create_wechat_user
 
 from . import miniprogram_texts as T
 from . import texts
@@ -58,14 +56,20 @@ from .errors import (  # noqa: F401
     UnsupportedMediaType,
     ValidationError,
 )
+from .miniprogram_models import (
+    MAX_PHOTOS_PER_CASE,
+    Photo,
+    Receipt,
+    ReportDetail,
+    ReportItem,
+    ReportRequest,
+    TimelineEntry,
+)
 from .report import ReportInput, progress, status_words, submit
 
 log = logging.getLogger(__name__)
 
 CST = dt.timezone(dt.timedelta(hours=8))
-#: WeChat's image picker offers at most 9 photos at a time; a case keeps at most this many.
-MAX_PHOTOS_PER_CASE = 9
-IDEMPOTENCY_KEY_MAX = 128
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -122,116 +126,6 @@ def end_session(ctx: Context, token_hash: str) -> bool:
         return revoke_api_session(session, token_hash)
 
 
-# --- households ----------------------------------------------------------------------------
-
-
-@dataclass
-class HouseholdView:
-    id: int
-    head_name: str
-    village_id: int
-    village: str
-    township: str
-    county: str
-    region: str
-    group_name: str
-    address: str
-    category: str
-    category_label: str
-    members: int
-    id_number_masked: str
-    phone_masked: str
-
-
-def _household_view(ctx: Context, session, hh: Household) -> HouseholdView:
-    village = get_region(session, hh.village_id)
-    chain = ancestors(session, village) if village else []
-    by_level = {r.level: r.name for r in chain}
-    try:
-        category_label = HouseholdCategory.parse(hh.category).label
-    except ValueError:
-        category_label = ""
-    return HouseholdView(
-        id=hh.id, head_name=hh.head_name, village_id=hh.village_id, village=by_level.get("village", ""),
-        township=by_level.get("township", ""), county=by_level.get("county", ""),
-        region="".join(r.name for r in chain if r.level in {"county", "township", "village"}),
-        group_name=hh.group_name, address=hh.address, category=hh.category, category_label=category_label,
-        members=hh.members, id_number_masked=mask_id_number(ctx.cipher.decrypt(hh.id_number_enc)),
-        phone_masked=mask_phone(ctx.cipher.decrypt(hh.phone_enc)),
-    )
-
-
-def my_household(ctx: Context, user_id: int) -> HouseholdView | None:
-    with session_scope(ctx.engine) as session:
-        user = wechat_user(session, user_id)
-        if user is None or user.household_id is None:
-            return None
-        hh = household_by_id(session, user.household_id)
-        return _household_view(ctx, session, hh) if hh else None
-
-
-def bind_by_token(ctx: Context, *, user_id: int, token: str, ip: str = "") -> HouseholdView:
-    """Bind by the token behind the household's QR code (一户一码)."""
-    with session_scope(ctx.engine) as session:
-        hh = household_by_token(session, token.strip())
-        if hh is None:
-            raise NotFound(T.BIND_TOKEN_NOT_FOUND, field="token", code="no_match")
-        return _bind(ctx, session, user_id, hh, how="token", ip=ip)
-
-
-def bind_by_identity(
-    ctx: Context, *, user_id: int, name: str, id_last6: str, village_id: int | None = None,
-    village: str | None = None, ip: str = "",
-) -> HouseholdView:
-    """Bind by head-of-household name, the last 6 characters of the ID number and the village.
-
-    Every household of the village is decrypted and compared in constant time (no early exit),
-    so the response time does not tell whether the name alone matched.
-    """
-    want_name = "".join(name.split()).encode("utf-8")
-    want_tail = id_last6.strip().upper().encode("ascii", "replace")
-    with session_scope(ctx.engine) as session:
-        if village_id is not None:
-            v = get_region(session, village_id)
-            villages = [v] if v is not None and v.level == "village" else []
-        else:
-            villages = villages_named(session, (village or "").strip())
-        if not villages:
-            raise NotFound(T.VILLAGE_NOT_FOUND, field="village_id" if village_id is not None else "village",
-                           code="village_not_found")
-        matches = []
-        for hh in households_in_villages(session, [v.id for v in villages]):
-            idn = (ctx.cipher.decrypt(hh.id_number_enc) or "").upper()
-            tail = idn[-6:].encode("ascii", "replace") if len(idn) >= 6 else b"\x00" * 6
-            same_name = hmac.compare_digest("".join(hh.head_name.split()).encode("utf-8"), want_name)
-            same_tail = hmac.compare_digest(tail, want_tail)
-            if same_name & same_tail:
-                matches.append(hh)
-        if not matches:
-            raise NotFound(T.BIND_NO_MATCH, code="no_match")
-        if len(matches) > 1:
-            raise Conflict(T.BIND_AMBIGUOUS, code="ambiguous")
-        return _bind(ctx, session, user_id, matches[0], how="identity", ip=ip)
-
-
-def _bind(ctx: Context, session, user_id: int, hh: Household, *, how: str, ip: str) -> HouseholdView:
-    user = wechat_user(session, user_id)
-    if user is None:
-        raise Unauthorized(T.TOKEN_INVALID, code="invalid_token")
-    if user.household_id == hh.id:
-        return _household_view(ctx, session, hh)
-    if user.household_id is not None:
-        # The same rule as the official account: a bound WeChat is not moved silently.
-        current = household_by_id(session, user.household_id)
-        village = get_region(session, current.village_id) if current else None
-        raise Conflict(T.BIND_OTHER.format(village=village.name if village else "",
-                                           head=current.head_name if current else ""), code="already_bound")
-    bind_household(session, user, hh)
-    audit(session, action="mp_bind", actor_name=f"wechatuser:{user.id}", target=f"household:{hh.id}",
-          detail=f"by {how}", ip=ip)
-    return _household_view(ctx, session, hh)
-
-
 # --- reports -------------------------------------------------------------------------------
 
 
@@ -241,35 +135,6 @@ class Upload:
 
     filename: str
     data: bytes
-
-
-@dataclass
-class ReportRequest:
-    risk_types: list[str] = field(default_factory=list)
-    description: str = ""
-    reporter_name: str | None = None
-    reporter_phone: str | None = None
-    village_id: int | None = None
-    consent: bool | None = None
-
-
-@dataclass
-class PhotoView:
-    id: int
-    content_type: str
-    size: int
-    created_at: dt.datetime
-
-
-@dataclass
-class Receipt:
-    ref: str
-    urgent: bool
-    due_at: dt.datetime | None
-    risk_types: list[str]
-    missing: list[str]
-    message: str
-    photos: list[PhotoView]
 
 
 _MAGIC = (
@@ -434,8 +299,8 @@ def _photo_path(case: Case, upload: Upload, ext: str) -> str:
     return f"uploads/{case.id}/{hashlib.sha256(upload.data).hexdigest()[:32]}.{ext}"
 
 
-def _photo_view(a: Attachment) -> PhotoView:
-    return PhotoView(id=a.id, content_type=a.content_type or "", size=a.size or 0, created_at=a.created_at)
+def _photo_view(a: Attachment) -> Photo:
+    return Photo(id=a.id, content_type=a.content_type or "", size=a.size or 0, created_at=a.created_at)
 
 
 def _receipt(session, case: Case) -> Receipt:
@@ -453,7 +318,7 @@ def _receipt(session, case: Case) -> Receipt:
 
 def add_photo(
     ctx: Context, *, user_id: int, ref: str, photo: Upload, upload_root: Path, max_photo_bytes: int,
-) -> tuple[PhotoView, bool]:
+) -> tuple[Photo, bool]:
     """Attach one more photo to one of my cases; ``(photo, created)`` (the same photo twice is one)."""
     written: list[Path] = []
     try:
@@ -476,18 +341,6 @@ def add_photo(
         raise
 
 
-@dataclass
-class ReportItem:
-    ref: str
-    created_at: dt.datetime
-    step: str
-    step_label: str
-    status: str
-    due_at: dt.datetime | None
-    overdue: bool
-    outcome: str | None
-
-
 def my_reports(ctx: Context, *, user_id: int, limit: int = 20, now: dt.datetime | None = None) -> list[ReportItem]:
     with session_scope(ctx.engine) as session:
         user = wechat_user(session, user_id)
@@ -495,33 +348,6 @@ def my_reports(ctx: Context, *, user_id: int, limit: int = 20, now: dt.datetime 
     items = progress(ctx, reporter_id=user_id, household_id=household_id, now=now, limit=limit)
     return [ReportItem(ref=i.ref, created_at=i.created_at, step=i.step, step_label=i.step_label, status=i.status,
                        due_at=i.due_at, overdue=i.overdue, outcome=i.outcome) for i in items]
-
-
-@dataclass
-class TimelineEntry:
-    at: dt.datetime
-    action: str
-    step: str | None
-    step_label: str | None
-
-
-@dataclass
-class ReportDetail:
-    ref: str
-    created_at: dt.datetime
-    channel: str
-    step: str
-    step_label: str
-    status: str
-    due_at: dt.datetime | None
-    overdue: bool
-    outcome: str | None
-    outcome_label: str | None
-    urgent: bool
-    risk_types: list[dict]
-    description: str
-    photos: list[PhotoView]
-    timeline: list[TimelineEntry]
 
 
 def _my_case(session, user_id: int, ref: str) -> Case:
@@ -563,96 +389,3 @@ def report_detail(ctx: Context, *, user_id: int, ref: str, now: dt.datetime | No
             timeline=[TimelineEntry(at=e.at, action=e.action, step=e.step, step_label=_label(ProcedureStep, e.step))
                       for e in events],
         )
-
-
-# --- questions -----------------------------------------------------------------------------
-
-
-@dataclass
-class Passage:
-    doc: str
-    title: str
-    issuer: str
-    date: str
-    doc_no: str | None
-    section: str
-    #: The clause word for word: ``original[start:end]`` of the document file ``doc``.
-    text: str
-    start: int
-    end: int
-    score: float
-    #: The document's region: ``{"province", "city", "county"}`` (a level may be None).
-    region: dict
-    #: The repaired reading text (a table row with its header), for display.
-    display: str
-
-
-@dataclass
-class AnswerView:
-    text: str
-    answerable: bool
-    region: str | None
-    passages: list[Passage]
-    next_offset: int | None
-
-
-def _passage(hit) -> Passage:
-    def s(name):
-        value = getattr(hit, name, "")
-        return "" if value is None else str(value)
-
-    region = getattr(hit, "region", None)
-    region = {str(k): (None if v is None else str(v)) for k, v in region.items()} if isinstance(region, dict) else {}
-    doc_no = getattr(hit, "doc_no", None)
-    return Passage(doc=s("doc"), title=s("title"), issuer=s("issuer"), date=s("date"),
-                   doc_no=None if doc_no is None else str(doc_no), section=s("section"), text=s("text"),
-                   start=int(getattr(hit, "start", 0) or 0), end=int(getattr(hit, "end", 0) or 0),
-                   score=float(getattr(hit, "score", 0.0) or 0.0), region=region, display=s("display") or s("text"))
-
-
-def user_region(ctx: Context, user_id: int | None) -> str | None:
-    """The county of the user's household (the asker's own documents rank first), if bound."""
-    if user_id is None:
-        return None
-    with session_scope(ctx.engine) as session:
-        user = wechat_user(session, user_id)
-        village = get_region(session, user.village_id) if user and user.village_id else None
-        if village is None:
-            return None
-        chain = ancestors(session, village)
-        county = next((r for r in chain if r.level == "county"), None)
-        return county.name if county else None
-
-
-def ask(ctx: Context, *, question: str, region: str | None = None, offset: int = 0,
-        user_id: int | None = None) -> AnswerView:
-    """A policy question answered from the documents, with the quoted passages and their offsets."""
-    question = question.strip()
-    if not question:
-        raise ValidationError(T.QUESTION_EMPTY, field="question", code="required")
-    region = (region or "").strip() or user_region(ctx, user_id)
-    try:
-        kb = ctx.kb()
-    except Exception as exc:  # a missing or stale index: say so, don't crash
-        log.warning("knowledge base unavailable: %s: %s", type(exc).__name__, str(exc)[:300])
-        kb = None
-    if kb is None:
-        raise ServiceUnavailable(T.INDEX_UNAVAILABLE, code="index_unavailable")
-    answer = kb.answer(question, region=region, offset=offset)
-    return AnswerView(text=answer.text, answerable=bool(answer.answerable), region=region,
-                      passages=[_passage(h) for h in answer.passages], next_offset=answer.next_offset)
-
-
-# --- topics --------------------------------------------------------------------------------
-
-
-@dataclass
-class Topic:
-    code: str
-    title: str
-    description: str
-    examples: list[str]
-
-
-def policy_topics() -> list[Topic]:
-    return [Topic(code, title, desc, list(examples)) for code, title, desc, examples in T.POLICY_TOPICS]

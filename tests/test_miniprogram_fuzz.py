@@ -65,7 +65,7 @@ def _bound_token(services) -> str:
     """A new villager bound to a demo household, signed in through the real functions."""
     from sqlmodel import Session, select
 
-    from handlers.miniprogram import bind_by_token
+    from handlers.miniprogram_household import bind_by_token
     from storage.models import Household
 
     token, user_id = mp_session(services.ctx, openid=f"o-fuzz-{next(_openids)}")

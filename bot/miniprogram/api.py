@@ -1,27 +1,29 @@
 """Blueprint ``/api/v1``: the mini-program's JSON API.
 
-Every success is ``{"ok": true, "data": …}``; every error the one shape of ``bot.errors``
-(``{"ok": false, "error": {"code", "message", "field"}}``). Bodies are validated strictly against
-the request schemas of the OpenAPI document before any use case runs.
+Every success is ``{"ok": true, "data": …}`` with a model of :mod:`handlers.miniprogram_models`;
+every error the one shape of ``bot.errors`` (``{"ok": false, "error": {"code", "message",
+"field"}}``). Bodies are validated strictly by the same models the OpenAPI document is generated
+from (:mod:`.inputs`) before any use case runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import json
 import logging
 import re
 
 import requests
 from flask import Blueprint, current_app, g, jsonify, request
+from pydantic import BaseModel
 from wechatpy.exceptions import WeChatClientException
 
 from handlers import miniprogram as mp
+from handlers import miniprogram_ask as asking
+from handlers import miniprogram_household as household_uc
+from handlers import miniprogram_models as M
 from handlers import miniprogram_texts as T
 from handlers.errors import ValidationError
 
-from . import openapi, validate
+from . import inputs, openapi
 from .auth import current_user, new_token
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ BIND_PER_IP = 30
 #: code2session answers meaning "this login code is not (or no longer) valid".
 INVALID_CODE_ERRCODES = {40029, 40163}
 _REF_RE = re.compile(openapi.REF_PATTERN)
-_IDEM_RE = re.compile(openapi.IDEMPOTENCY_KEY_PATTERN)
-_SPLIT = re.compile(r"[,，、\s]+")
 
 
 def services():
@@ -54,39 +54,8 @@ def _ip() -> str:
 # --- plumbing ------------------------------------------------------------------------------
 
 
-def to_json(obj):
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dt.datetime):
-        return obj.astimezone(dt.UTC).isoformat(timespec="seconds")
-    if isinstance(obj, dict):
-        return {k: to_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_json(v) for v in obj]
-    return obj
-
-
-def ok(data, status: int = 200, headers: dict | None = None):
-    return jsonify({"ok": True, "data": to_json(data)}), status, headers or {}
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_body(method: str, template: str) -> dict:
-    """The request's JSON object, validated against the document's schema for this operation."""
-    if request.mimetype != "application/json":
-        raise mp.UnsupportedMediaType("请以 JSON 格式（application/json）提交", code="unsupported_media_type")
-    return _parse_json(request.get_data(cache=True), openapi.REQUESTS[(method, template)])
-
-
-def _parse_json(raw: bytes, schema: dict) -> dict:
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValidationError(T.BODY_NOT_JSON, code="bad_json") from exc
-    return validate.check(data, schema)
+def ok(data: BaseModel, status: int = 200, headers: dict | None = None):
+    return jsonify({"ok": True, "data": data.model_dump(mode="json")}), status, headers or {}
 
 
 def authed(*, required: bool = True) -> mp.MpUser | None:
@@ -125,7 +94,7 @@ def _unauthorized(exc: mp.Unauthorized):
 
 @bp.post("/login")
 def login():
-    body = json_body("POST", "/login")
+    body = inputs.json_body(M.LoginRequest)
     s = services()
     from bot.wechat.outbound import WeChatNotConfigured, make_mini_client
 
@@ -135,7 +104,7 @@ def login():
         log.error("mini-program login refused: %s", exc)
         raise mp.ServiceUnavailable(T.WECHAT_NOT_CONFIGURED, code="wechat_not_configured") from exc
     try:
-        result = client.wxa.code_to_session(body["code"])
+        result = client.wxa.code_to_session(body.code)
     except WeChatClientException as exc:
         if exc.errcode in INVALID_CODE_ERRCODES:
             raise mp.Unauthorized(T.LOGIN_CODE_INVALID, field="code", code="invalid_code") from exc
@@ -154,18 +123,17 @@ def login():
         s.ctx, openid=openid, unionid=(unionid or None) and unionid[:64], session_key=result.get("session_key"),
         token_hash=token_hash, hours=s.settings.session_hours,
     )
-    household = mp.my_household(s.ctx, user.id)
-    return ok({
-        "token": token, "token_type": "Bearer", "expires_at": expires,
-        "expires_in": s.settings.session_hours * 3600,
-        "user": {"id": user.id, "bound": household is not None}, "household": household,
-    })
+    household = household_uc.my_household(s.ctx, user.id)
+    return ok(M.Login(
+        token=token, token_type="Bearer", expires_at=expires, expires_in=s.settings.session_hours * 3600,
+        user=M.LoginUser(id=user.id, bound=household is not None), household=household,
+    ))
 
 
 @bp.post("/logout")
 def logout():
     authed()
-    return ok({"revoked": mp.end_session(services().ctx, g.mp_token_hash)})
+    return ok(M.Logout(revoked=mp.end_session(services().ctx, g.mp_token_hash)))
 
 
 # --- household -----------------------------------------------------------------------------
@@ -174,125 +142,38 @@ def logout():
 @bp.get("/household")
 def household():
     user = authed()
-    hh = mp.my_household(services().ctx, user.id)
-    return ok({"bound": hh is not None, "household": hh})
+    hh = household_uc.my_household(services().ctx, user.id)
+    return ok(M.HouseholdState(bound=hh is not None, household=hh))
 
 
 @bp.post("/household/bind")
 def bind():
     user = authed()
-    body = json_body("POST", "/household/bind")
+    body = inputs.json_body(M.BindRequest)
     limiter = _limiter()
     limiter.hit("bind-user", str(user.id), limit=BIND_PER_USER, window=BIND_WINDOW, message=T.BIND_RATE_LIMITED)
     limiter.hit("bind-ip", _ip(), limit=BIND_PER_IP, window=BIND_WINDOW, message=T.BIND_RATE_LIMITED)
     ctx = services().ctx
-    if "token" in body:
-        token = body["token"]
-        token = token[3:] if token.startswith("hh:") else token
-        hh = mp.bind_by_token(ctx, user_id=user.id, token=token, ip=_ip())
+    if body.token is not None:
+        token = body.token.removeprefix("hh:")
+        hh = household_uc.bind_by_token(ctx, user_id=user.id, token=token, ip=_ip())
     else:
-        hh = mp.bind_by_identity(ctx, user_id=user.id, name=body["name"], id_last6=body["id_last6"],
-                                 village_id=body.get("village_id"), village=body.get("village"), ip=_ip())
-    return ok({"bound": True, "household": hh})
+        hh = household_uc.bind_by_identity(ctx, user_id=user.id, name=body.name, id_last6=body.id_last6,
+                                           village_id=body.village_id, village=body.village, ip=_ip())
+    return ok(M.HouseholdState(bound=True, household=hh))
 
 
 # --- reports -------------------------------------------------------------------------------
 
 
-def _idempotency_key() -> str:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise ValidationError(T.IDEMPOTENCY_KEY_MISSING, field="Idempotency-Key", code="required")
-    key = key.strip()
-    if not _IDEM_RE.match(key):
-        raise ValidationError(T.IDEMPOTENCY_KEY_INVALID, field="Idempotency-Key", code="pattern")
-    return key
-
-
-def _read_upload(fs, *, field: str, max_bytes: int) -> mp.Upload:
-    data = fs.stream.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise mp.PayloadTooLarge(T.PHOTO_TOO_LARGE.format(mb=mp._mb(max_bytes)), field=field)
-    return mp.Upload(filename=(fs.filename or "")[:255], data=data)
-
-
-def _multipart():
-    """The parsed form and files; a body that is not multipart at all is refused, not taken as empty."""
-    form, files = request.form, request.files
-    if not form and not files:
-        boundary = request.mimetype_params.get("boundary", "")
-        closing = len(f"--{boundary}--") + 4
-        if not boundary or (request.content_length or 0) > closing:
-            raise ValidationError("上传内容格式不正确（multipart/form-data）", code="bad_multipart")
-    return form, files
-
-
-def _single(form, name: str) -> str:
-    values = form.getlist(name)
-    if len(values) > 1:
-        raise ValidationError(T.FIELD_TYPE.format(field=name, expected=T.TYPE_NAMES["string"]), field=name,
-                              code="type")
-    return values[0]
-
-
-def _multipart_report(max_bytes: int) -> tuple[dict, list[mp.Upload]]:
-    """A multipart report (what wx.uploadFile sends: text fields in formData plus the photo)."""
-    form, files = _multipart()
-    allowed = set(openapi.REPORT_MULTIPART["properties"]) | {"photo"}
-    for name in list(form.keys()) + list(files.keys()):
-        if name not in allowed:
-            raise ValidationError(T.FIELD_UNKNOWN.format(field=name[:40]), field=name[:40], code="unknown_field")
-    data: dict = {}
-    for name in ("photos", "photo"):
-        if name in form:
-            raise ValidationError(T.FIELD_TYPE.format(field=name, expected="图片文件"), field=name, code="type")
-    if "risk_types" in form:
-        data["risk_types"] = [p for v in form.getlist("risk_types") for p in _SPLIT.split(v) if p]
-    for name in ("description", "reporter_name", "reporter_phone"):
-        if name in form:
-            data[name] = _single(form, name)
-    if "village_id" in form:
-        raw = _single(form, "village_id").strip()
-        if not raw.isascii() or not raw.isdigit():
-            raise ValidationError(T.FIELD_TYPE.format(field="village_id", expected=T.TYPE_NAMES["integer"]),
-                                  field="village_id", code="type")
-        data["village_id"] = int(raw)
-    if "consent" in form:
-        raw = _single(form, "consent").strip().lower()
-        if raw not in {"true", "false", "1", "0"}:
-            raise ValidationError(T.FIELD_TYPE.format(field="consent", expected=T.TYPE_NAMES["boolean"]),
-                                  field="consent", code="type")
-        data["consent"] = raw in {"true", "1"}
-    data = validate.check(data, openapi.REPORT_REQUEST)
-    uploads = [
-        _read_upload(fs, field="photos", max_bytes=max_bytes)
-        for name in ("photos", "photo") for fs in files.getlist(name)
-    ]
-    # An empty file part without a name is what a form sends when no file was chosen.
-    uploads = [u for u in uploads if u.data or u.filename]
-    return data, uploads
-
-
-def _report_input() -> tuple[dict, list[mp.Upload]]:
-    max_bytes = services().settings.max_upload_bytes
-    if request.mimetype == "multipart/form-data":
-        return _multipart_report(max_bytes)
-    raw = request.get_data(cache=True)
-    if request.mimetype == "application/json":
-        return _parse_json(raw, openapi.REPORT_REQUEST), []
-    if not raw and not request.mimetype:
-        return {}, []  # 一键申报 with nothing typed: the household's data is enough
-    raise mp.UnsupportedMediaType("请以 JSON 或 multipart/form-data 格式提交", code="unsupported_media_type")
-
-
 @bp.post("/reports")
 def submit_report():
     user = authed()
-    key = _idempotency_key()
-    data, uploads = _report_input()
+    key = inputs.idempotency_key()
     s = services()
+    report, uploads = inputs.report_input(s.settings.max_upload_bytes)
     receipt, replayed = mp.submit_report(
-        s.ctx, user_id=user.id, idempotency_key=key, report=mp.ReportRequest(**data), photos=uploads,
+        s.ctx, user_id=user.id, idempotency_key=key, report=report, photos=uploads,
         upload_root=s.settings.instance_path, max_photo_bytes=s.settings.max_upload_bytes,
     )
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -302,11 +183,8 @@ def submit_report():
 @bp.get("/reports")
 def list_reports():
     user = authed()
-    raw = request.args.get("limit", "20")
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 50:
-        raise ValidationError(T.FIELD_RANGE.format(field="limit"), field="limit", code="range")
-    items = mp.my_reports(services().ctx, user_id=user.id, limit=int(raw))
-    return ok({"items": items})
+    items = mp.my_reports(services().ctx, user_id=user.id, limit=inputs.list_limit())
+    return ok(M.ReportList(items=items))
 
 
 def _ref(ref: str) -> str:
@@ -325,19 +203,8 @@ def get_report(ref: str):
 def add_photo(ref: str):
     user = authed()
     ref = _ref(ref)
-    if request.mimetype != "multipart/form-data":
-        raise mp.UnsupportedMediaType("请以 multipart/form-data 格式上传照片", code="unsupported_media_type")
     s = services()
-    form, files = _multipart()
-    for name in list(form.keys()) + list(files.keys()):
-        if name != "photo":
-            raise ValidationError(T.FIELD_UNKNOWN.format(field=name[:40]), field=name[:40], code="unknown_field")
-    photos = files.getlist("photo")
-    if len(photos) != 1:
-        code = "required" if not photos else "too_many"
-        msg = T.FIELD_MISSING.format(field="photo") if not photos else T.FIELD_TOO_MANY.format(field="photo", n=1)
-        raise ValidationError(msg, field="photo", code=code)
-    upload = _read_upload(photos[0], field="photo", max_bytes=s.settings.max_upload_bytes)
+    upload = inputs.single_photo(s.settings.max_upload_bytes)
     view, created = mp.add_photo(s.ctx, user_id=user.id, ref=ref, photo=upload,
                                  upload_root=s.settings.instance_path, max_photo_bytes=s.settings.max_upload_bytes)
     return ok(view, 201 if created else 200)
@@ -349,15 +216,15 @@ def add_photo(ref: str):
 @bp.post("/ask")
 def ask():
     user = authed(required=False)
-    body = json_body("POST", "/ask")
-    answer = mp.ask(services().ctx, question=body["question"], region=body.get("region"),
-                    offset=body.get("offset", 0), user_id=user.id if user else None)
+    body = inputs.json_body(M.AskRequest)
+    answer = asking.ask(services().ctx, question=body.question, region=body.region, offset=body.offset,
+                        user_id=user.id if user else None)
     return ok(answer)
 
 
 @bp.get("/policy/topics")
 def policy_topics():
-    return ok({"topics": mp.policy_topics()})
+    return ok(M.Topics(topics=asking.policy_topics()))
 
 
 @bp.get("/openapi.json")

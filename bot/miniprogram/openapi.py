@@ -1,327 +1,54 @@
-"""The OpenAPI 3 description of ``/api/v1``, served at ``/api/v1/openapi.json``.
+"""The OpenAPI 3.1 description of ``/api/v1``, served at ``/api/v1/openapi.json``.
 
-It is also the source of truth for request validation: :mod:`bot.miniprogram.validate` checks
-every JSON (and multipart) body against the request schemas below, so the document cannot
-promise what the code refuses, or the reverse. A test compares its paths and methods with
-the routes the application really has.
+Every request and response schema is generated from the pydantic models of
+:mod:`handlers.miniprogram_models`, which also validate every body (:mod:`.inputs`): the document
+cannot promise what the code refuses, or the reverse. This module only lays out the operations,
+the security scheme and the error responses around them. A test compares its paths and methods
+with the routes the application really has.
+
+Why pydantic's own ``models_json_schema`` rather than spectree, flask-openapi3 or apispec:
+spectree (3.0) and flask-openapi3 (4.3) read the body with ``request.get_json(silent=True)``, so
+malformed JSON, ``NaN`` or a body of the wrong content type would reach validation as ``{}`` or
+``None`` instead of the documented ``bad_json``, ``not_object`` and 415 answers, and both answer a
+validation error with their own status (422) and body unless overridden; the body would be parsed
+twice. spectree's ``Response`` declares one model per status and no response headers (ours
+document ``WWW-Authenticate`` on 401 and ``Retry-After`` on 429). flask-openapi3 builds the
+document in its own ``OpenAPI`` subclass of ``Flask``, so the application factory would change
+for one blueprint. apispec's pydantic plugin does what ``models_json_schema`` does (component
+schemas with ``$ref``s), and apispec's path helpers would wrap the same dictionaries as below.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
 
-from handlers.miniprogram import IDEMPOTENCY_KEY_MAX, MAX_PHOTOS_PER_CASE
-from storage.enums import HouseholdCategory, Outcome, ProcedureStep, RiskType
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from handlers import miniprogram_models as M
 
 PREFIX = "/api/v1"
-
-#: Free text: any characters except the C0 controls other than tab, newline and carriage return
-#: (PostgreSQL refuses NUL, and nobody types the others).
-TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$"
-#: Free text with at least one visible character (a blank value counts as missing).
-VISIBLE_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*[^\\s\\u0000-\\u001f][^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$"
-IDEMPOTENCY_KEY_PATTERN = f"^[A-Za-z0-9._:-]{{1,{IDEMPOTENCY_KEY_MAX}}}$"
-REF_PATTERN = "^[A-Za-z]{2}[0-9]{8}-[0-9]{4,8}$"
-
-RISK_VALUES = [r.value for r in RiskType] + [r.label for r in RiskType]
+REF_PATTERN = M.REF_PATTERN
+IDEMPOTENCY_KEY_PATTERN = M.IDEMPOTENCY_KEY_PATTERN
 
 
-def _text(max_len: int, min_len: int = 0, **extra: Any) -> dict:
-    pattern = VISIBLE_PATTERN if min_len else TEXT_PATTERN
-    schema = {"type": "string", "maxLength": max_len, "pattern": pattern, **extra}
-    if min_len:
-        schema["minLength"] = min_len
-    return schema
+class _Schema(GenerateJsonSchema):
+    """Pydantic's JSON Schema without a generated title on every property."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
 
 
-def _nullable(schema: dict) -> dict:
-    return {**schema, "nullable": True}
+@functools.cache
+def _components() -> dict:
+    _, top = models_json_schema([(m, "validation") for m in (*M.RESPONSES, *M.REQUESTS)],
+                                ref_template="#/components/schemas/{model}", schema_generator=_Schema)
+    return top["$defs"]
 
 
-DT = {"type": "string", "format": "date-time"}
+def _ref(model) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-# --- request bodies ------------------------------------------------------------------------
-
-LOGIN_REQUEST = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["code"],
-    "properties": {
-        "code": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9_-]+$",
-                 "description": "The code from wx.login()"},
-    },
-}
-
-BIND_REQUEST = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "Either the household's QR-code token (一户一码), or the head of household's name, "
-                   "the last 6 characters of the ID number and the village (by id or name).",
-    "properties": {
-        "token": {"type": "string", "minLength": 1, "maxLength": 80, "pattern": "^(hh:)?[A-Za-z0-9_-]+$",
-                  "description": "The bind token, with or without the QR scene prefix hh:"},
-        "name": _text(32, 1),
-        "id_last6": {"type": "string", "pattern": "^[0-9]{5}[0-9Xx]$"},
-        "village_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-        "village": _text(64, 1),
-    },
-    "anyOf": [
-        {"required": ["token"]},
-        {"required": ["name", "id_last6", "village_id"]},
-        {"required": ["name", "id_last6", "village"]},
-    ],
-}
-
-_REPORT_FIELDS = {
-    "risk_types": {
-        "type": "array", "maxItems": len(RiskType),
-        "items": {"type": "string", "enum": RISK_VALUES},
-        "description": "Risk type codes (or their Chinese labels); empty lets the description decide",
-    },
-    "description": _text(2000, description="What happened, in the villager's words"),
-    "reporter_name": _text(32, description="Required when the user has not bound a household"),
-    "reporter_phone": {"type": "string", "pattern": "^1[3-9][0-9]{9}$",
-                       "description": "Required when the user has not bound a household"},
-    "village_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
-                   "description": "Required when the user has not bound a household"},
-    "consent": {"type": "boolean",
-                "description": "承诺授权 (consent to checks of income and assets); must be true when unbound"},
-}
-
-REPORT_REQUEST = {"type": "object", "additionalProperties": False, "properties": _REPORT_FIELDS}
-
-REPORT_MULTIPART = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        **_REPORT_FIELDS,
-        "photos": {
-            "type": "array", "maxItems": MAX_PHOTOS_PER_CASE,
-            "items": {"type": "string", "format": "binary"},
-            "description": "JPEG, PNG or WebP photos (also accepted under the field name photo)",
-        },
-    },
-}
-
-PHOTO_MULTIPART = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["photo"],
-    "properties": {"photo": {"type": "string", "format": "binary", "description": "One JPEG, PNG or WebP photo"}},
-}
-
-ASK_REQUEST = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["question"],
-    "properties": {
-        "question": _text(500, 1),
-        "region": _nullable(_text(32, description="A place whose documents are preferred, e.g. 白河县; "
-                                                  "empty = the asker's own county when bound")),
-        "offset": {"type": "integer", "minimum": 0, "maximum": 50, "description": "0, then next_offset for 更多"},
-    },
-}
-
-#: Request schemas by (method, path template), used by the validator.
-REQUESTS = {
-    ("POST", "/login"): LOGIN_REQUEST,
-    ("POST", "/household/bind"): BIND_REQUEST,
-    ("POST", "/reports"): REPORT_REQUEST,
-    ("POST", "/ask"): ASK_REQUEST,
-}
-
-# --- response bodies -----------------------------------------------------------------------
-
-SCHEMAS: dict[str, dict] = {
-    "Error": {
-        "type": "object",
-        "required": ["ok", "error"],
-        "additionalProperties": False,
-        "properties": {
-            "ok": {"type": "boolean", "enum": [False]},
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "field"],
-                "additionalProperties": False,
-                "properties": {
-                    "code": {"type": "string", "description": "Stable, for programs"},
-                    "message": {"type": "string", "description": "Chinese, for the villager"},
-                    "field": {"type": "string", "nullable": True, "description": "The offending field or header"},
-                },
-            },
-        },
-    },
-    "Household": {
-        "type": "object",
-        "required": ["id", "head_name", "village_id", "village", "township", "county", "region", "group_name",
-                     "address", "category", "category_label", "members", "id_number_masked", "phone_masked"],
-        "properties": {
-            "id": {"type": "integer"},
-            "head_name": {"type": "string"},
-            "village_id": {"type": "integer"},
-            "village": {"type": "string"},
-            "township": {"type": "string"},
-            "county": {"type": "string"},
-            "region": {"type": "string", "description": "县乡村, e.g. 白河县城关镇龙湾村"},
-            "group_name": {"type": "string"},
-            "address": {"type": "string"},
-            "category": {"type": "string", "enum": [c.value for c in HouseholdCategory]},
-            "category_label": {"type": "string"},
-            "members": {"type": "integer"},
-            "id_number_masked": {"type": "string", "example": "610929********0018"},
-            "phone_masked": {"type": "string", "example": "139****0001"},
-        },
-    },
-    "HouseholdState": {
-        "type": "object",
-        "required": ["bound", "household"],
-        "properties": {
-            "bound": {"type": "boolean"},
-            "household": {"allOf": [{"$ref": "#/components/schemas/Household"}], "nullable": True},
-        },
-    },
-    "Login": {
-        "type": "object",
-        "required": ["token", "token_type", "expires_at", "expires_in", "user", "household"],
-        "properties": {
-            "token": {"type": "string", "description": "Send as Authorization: Bearer <token>"},
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_at": DT,
-            "expires_in": {"type": "integer", "description": "Seconds"},
-            "user": {
-                "type": "object", "required": ["id", "bound"],
-                "properties": {"id": {"type": "integer"}, "bound": {"type": "boolean"}},
-            },
-            "household": {"allOf": [{"$ref": "#/components/schemas/Household"}], "nullable": True},
-        },
-    },
-    "Logout": {"type": "object", "required": ["revoked"], "properties": {"revoked": {"type": "boolean"}}},
-    "Photo": {
-        "type": "object",
-        "required": ["id", "content_type", "size", "created_at"],
-        "properties": {
-            "id": {"type": "integer"},
-            "content_type": {"type": "string", "enum": ["image/jpeg", "image/png", "image/webp"]},
-            "size": {"type": "integer"},
-            "created_at": DT,
-        },
-    },
-    "Receipt": {
-        "type": "object",
-        "required": ["ref", "urgent", "due_at", "risk_types", "missing", "message", "photos"],
-        "properties": {
-            "ref": {"type": "string", "example": "SB20261122-0007"},
-            "urgent": {"type": "boolean", "description": "绿色通道: staff are notified at once"},
-            "due_at": _nullable(DT),
-            "risk_types": {"type": "array", "items": {"type": "string", "enum": [r.value for r in RiskType]}},
-            "missing": {"type": "array", "items": {"type": "string", "enum": ["risk_types", "description"]},
-                        "description": "What the form may still ask for (optional)"},
-            "message": {"type": "string"},
-            "photos": {"type": "array", "items": {"$ref": "#/components/schemas/Photo"}},
-        },
-    },
-    "ReportItem": {
-        "type": "object",
-        "required": ["ref", "created_at", "step", "step_label", "status", "due_at", "overdue", "outcome"],
-        "properties": {
-            "ref": {"type": "string"},
-            "created_at": DT,
-            "step": {"type": "string", "enum": [s.value for s in ProcedureStep]},
-            "step_label": {"type": "string"},
-            "status": {"type": "string", "description": "Plain words for the villager"},
-            "due_at": _nullable(DT),
-            "overdue": {"type": "boolean"},
-            "outcome": {"type": "string", "nullable": True, "enum": [o.value for o in Outcome] + [None]},
-        },
-    },
-    "ReportList": {
-        "type": "object", "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ReportItem"}}},
-    },
-    "ReportDetail": {
-        "type": "object",
-        "required": ["ref", "created_at", "channel", "step", "step_label", "status", "due_at", "overdue",
-                     "outcome", "outcome_label", "urgent", "risk_types", "description", "photos", "timeline"],
-        "properties": {
-            "ref": {"type": "string"},
-            "created_at": DT,
-            "channel": {"type": "string"},
-            "step": {"type": "string", "enum": [s.value for s in ProcedureStep]},
-            "step_label": {"type": "string"},
-            "status": {"type": "string"},
-            "due_at": _nullable(DT),
-            "overdue": {"type": "boolean"},
-            "outcome": {"type": "string", "nullable": True},
-            "outcome_label": {"type": "string", "nullable": True},
-            "urgent": {"type": "boolean"},
-            "risk_types": {
-                "type": "array",
-                "items": {"type": "object", "required": ["code", "label"],
-                          "properties": {"code": {"type": "string"}, "label": {"type": "string"}}},
-            },
-            "description": {"type": "string"},
-            "photos": {"type": "array", "items": {"$ref": "#/components/schemas/Photo"}},
-            "timeline": {
-                "type": "array",
-                "items": {
-                    "type": "object", "required": ["at", "action", "step", "step_label"],
-                    "properties": {"at": DT, "action": {"type": "string"},
-                                   "step": {"type": "string", "nullable": True},
-                                   "step_label": {"type": "string", "nullable": True}},
-                },
-            },
-        },
-    },
-    "Passage": {
-        "type": "object",
-        "required": ["doc", "title", "issuer", "date", "doc_no", "section", "text", "start", "end", "score",
-                     "region", "display"],
-        "properties": {
-            "doc": {"type": "string", "description": "Corpus file name"},
-            "title": {"type": "string"},
-            "issuer": {"type": "string"},
-            "date": {"type": "string"},
-            "doc_no": {"type": "string", "nullable": True},
-            "section": {"type": "string", "description": "Section path, e.g. 第三章 第一节 （二）"},
-            "text": {"type": "string", "description": "The clause, word for word"},
-            "start": {"type": "integer", "description": "Character offset in the original file"},
-            "end": {"type": "integer"},
-            "score": {"type": "number"},
-            "region": {
-                "type": "object", "description": "The document's region",
-                "properties": {level: {"type": "string", "nullable": True} for level in ("province", "city", "county")},
-            },
-            "display": {"type": "string", "description": "Repaired reading text (a table row with its header)"},
-        },
-    },
-    "Answer": {
-        "type": "object",
-        "required": ["text", "answerable", "region", "passages", "next_offset"],
-        "properties": {
-            "text": {"type": "string", "description": "WeChat-ready answer with the citation"},
-            "answerable": {"type": "boolean", "description": "False: the documents do not answer this"},
-            "region": {"type": "string", "nullable": True},
-            "passages": {"type": "array", "items": {"$ref": "#/components/schemas/Passage"}},
-            "next_offset": {"type": "integer", "nullable": True},
-        },
-    },
-    "Topics": {
-        "type": "object", "required": ["topics"],
-        "properties": {
-            "topics": {
-                "type": "array",
-                "items": {
-                    "type": "object", "required": ["code", "title", "description", "examples"],
-                    "properties": {"code": {"type": "string"}, "title": {"type": "string"},
-                                   "description": {"type": "string"},
-                                   "examples": {"type": "array", "items": {"type": "string"}}},
-                },
-            },
-        },
-    },
-}
 
 _ERROR_TEXT = {
     400: "Malformed or invalid input (the field is named)",
@@ -336,17 +63,17 @@ _ERROR_TEXT = {
 }
 
 
-def _ok(ref: str, description: str = "OK") -> dict:
+def _ok(model, description: str = "OK") -> dict:
     return {
         "description": description,
         "content": {"application/json": {"schema": {
             "type": "object", "required": ["ok", "data"],
-            "properties": {"ok": {"type": "boolean", "enum": [True]}, "data": {"$ref": f"#/components/schemas/{ref}"}},
+            "properties": {"ok": {"type": "boolean", "const": True}, "data": _ref(model)},
         }}},
     }
 
 
-ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+ERROR_CONTENT = {"application/json": {"schema": _ref(M.Error)}}
 
 
 def _errors(*statuses: int) -> dict:
@@ -372,85 +99,94 @@ IDEMPOTENCY = {
 REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string", "pattern": REF_PATTERN}}
 
 
-def _json_body(schema: dict) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def _query(model) -> list[dict]:
+    """The query parameters of ``model``'s fields."""
+    schema = model.model_json_schema(schema_generator=_Schema)
+    return [{"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop}
+            for name, prop in schema["properties"].items()]
 
 
-def build() -> dict:
-    """The document (a fresh copy each time)."""
-    paths = {
+def _json_body(model) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _paths() -> dict:
+    return {
         "/login": {"post": {
             "summary": "Log in with the code of wx.login() (code2session); returns our own session token",
             "operationId": "login",
-            "requestBody": _json_body(LOGIN_REQUEST),
-            "responses": {"200": _ok("Login"), **_errors(401, 415, 503)},
+            "requestBody": _json_body(M.LoginRequest),
+            "responses": {"200": _ok(M.Login), **_errors(401, 415, 503)},
         }},
         "/logout": {"post": {
             "summary": "Revoke the session token", "operationId": "logout", "security": BEARER,
-            "responses": {"200": _ok("Logout"), **_errors(401)},
+            "responses": {"200": _ok(M.Logout), **_errors(401)},
         }},
         "/household": {"get": {
             "summary": "My household (for pre-filling the report form); masked ID number and phone",
             "operationId": "getHousehold", "security": BEARER,
-            "responses": {"200": _ok("HouseholdState"), **_errors(401)},
+            "responses": {"200": _ok(M.HouseholdState), **_errors(401)},
         }},
         "/household/bind": {"post": {
             "summary": "Bind my WeChat to a household: QR-code token, or name + ID last 6 + village (rate-limited)",
             "operationId": "bindHousehold", "security": BEARER,
-            "requestBody": _json_body(BIND_REQUEST),
-            "responses": {"200": _ok("HouseholdState"), **_errors(401, 404, 409, 415)},
+            "requestBody": _json_body(M.BindRequest),
+            "responses": {"200": _ok(M.HouseholdState), **_errors(401, 404, 409, 415)},
         }},
         "/reports": {
             "post": {
                 "summary": "一键申报: one call with risk types, description and optional photos",
                 "operationId": "submitReport", "security": BEARER, "parameters": [IDEMPOTENCY],
                 "requestBody": {"required": False, "content": {
-                    "application/json": {"schema": REPORT_REQUEST},
-                    "multipart/form-data": {"schema": REPORT_MULTIPART},
+                    "application/json": {"schema": _ref(M.ReportRequest)},
+                    "multipart/form-data": {"schema": _ref(M.ReportMultipart)},
                 }},
-                "responses": {"201": _ok("Receipt", "Created (also the replay of the same Idempotency-Key and body, "
-                                                    "marked Idempotent-Replayed: true)"),
+                "responses": {"201": _ok(M.Receipt, "Created (also the replay of the same Idempotency-Key and "
+                                                    "body, marked Idempotent-Replayed: true)"),
                               **_errors(401, 404, 409, 413, 415)},
             },
             "get": {
                 "summary": "My reports with step, deadline and status in plain words",
-                "operationId": "listReports", "security": BEARER,
-                "parameters": [{"name": "limit", "in": "query", "required": False,
-                                "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20}}],
-                "responses": {"200": _ok("ReportList"), **_errors(401)},
+                "operationId": "listReports", "security": BEARER, "parameters": _query(M.ReportListQuery),
+                "responses": {"200": _ok(M.ReportList), **_errors(401)},
             },
         },
         "/reports/{ref}": {"get": {
             "summary": "One of my reports (another user's is 404)",
             "operationId": "getReport", "security": BEARER, "parameters": [REF],
-            "responses": {"200": _ok("ReportDetail"), **_errors(401, 404)},
+            "responses": {"200": _ok(M.ReportDetail), **_errors(401, 404)},
         }},
         "/reports/{ref}/photos": {"post": {
             "summary": "Add one photo to one of my reports (wx.uploadFile sends one file per call)",
             "operationId": "addPhoto", "security": BEARER, "parameters": [REF],
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": PHOTO_MULTIPART}}},
-            "responses": {"200": _ok("Photo", "The same photo was already there"), "201": _ok("Photo", "Added"),
+            "requestBody": {"required": True,
+                            "content": {"multipart/form-data": {"schema": _ref(M.PhotoMultipart)}}},
+            "responses": {"200": _ok(M.Photo, "The same photo was already there"), "201": _ok(M.Photo, "Added"),
                           **_errors(401, 404, 413, 415)},
         }},
         "/ask": {"post": {
             "summary": "A policy question: the quoted clause with its document, section and offsets",
             "operationId": "ask", "security": [{}, {"bearer": []}],
-            "requestBody": _json_body(ASK_REQUEST),
-            "responses": {"200": _ok("Answer"), **_errors(401, 415, 503)},
+            "requestBody": _json_body(M.AskRequest),
+            "responses": {"200": _ok(M.Answer), **_errors(401, 415, 503)},
         }},
         "/policy/topics": {"get": {
             "summary": "Policy topics with example questions for the home screen",
             "operationId": "policyTopics",
-            "responses": {"200": _ok("Topics"), **_errors()},
+            "responses": {"200": _ok(M.Topics), **_errors()},
         }},
         "/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi",
-            "responses": {"200": {"description": "OpenAPI 3 document",
+            "responses": {"200": {"description": "OpenAPI 3.1 document",
                                   "content": {"application/json": {"schema": {"type": "object"}}}}},
         }},
     }
-    doc = {
-        "openapi": "3.0.3",
+
+
+@functools.cache
+def _document() -> dict:
+    return {
+        "openapi": "3.1.0",
         "info": {
             "title": "huinong mini-program API",
             "version": "1.0.0",
@@ -459,11 +195,11 @@ def build() -> dict:
                            "{\"ok\": false, \"error\": {\"code\", \"message\" (Chinese), \"field\"}}.",
         },
         "servers": [{"url": PREFIX}],
-        "paths": paths,
+        "paths": _paths(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "The token returned by POST /login"}},
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": _components(),
             "responses": {
                 "Error": {"description": "Error", "content": ERROR_CONTENT},
                 "Unauthorized": {
@@ -479,14 +215,18 @@ def build() -> dict:
             },
         },
     }
-    return copy.deepcopy(doc)
+
+
+def build() -> dict:
+    """The document (a fresh copy each time)."""
+    return copy.deepcopy(_document())
 
 
 @functools.cache
 def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
     """(METHOD, Flask rule) → the query parameters the operation documents (others are refused)."""
     out = {}
-    for path, item in build()["paths"].items():
+    for path, item in _document()["paths"].items():
         rule = PREFIX + path.replace("{", "<").replace("}", ">")
         for method, op in item.items():
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
@@ -497,7 +237,7 @@ def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
 def operations() -> set[tuple[str, str]]:
     """(METHOD, full path in Flask's <var> syntax) of every operation in the document."""
     out = set()
-    for path, item in build()["paths"].items():
+    for path, item in _document()["paths"].items():
         flask_path = PREFIX + path.replace("{", "<").replace("}", ">")
         for method in item:
             out.add((method.upper(), flask_path))
