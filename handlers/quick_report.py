@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from storage import Connection, IntegrityError
 from storage.db import is_sqlite, reading, writing
+from storage.households import HouseholdPlace
 from storage.inbound import record_answered
 from storage.kv import DatabaseKV, get_many, put_many, set_many
 from storage.models import utcnow
@@ -122,7 +123,10 @@ def _file_batch(ctx: Context, conn: Connection, msgs: list[Inbound], results: li
             put_many(conn, states, expires_at=now + dt.timedelta(seconds=STATE_TTL))
 
     try:
-        file(ctx, [r for _, r in chosen], now=now, record=record, conn=write)
+        known = {w.household_id: HouseholdPlace(w.household_id, w.head_name, w.village_row_id, w.village_name,
+                                                w.village_level, w.village_path)
+                 for w in found.values() if w.household_id is not None and w.head_name is not None}
+        file(ctx, [r for _, r in chosen], now=now, record=record, conn=write, households=known)
     except BaseException:
         results[:] = [None] * len(msgs)
         raise

@@ -17,7 +17,7 @@ from storage import Connection, IntegrityError, Session, session_on, session_sco
 from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases, filed_before
 from storage.db import reading, writing
 from storage.enums import Channel, RiskType
-from storage.households import households_by_id
+from storage.households import HouseholdPlace, households_by_id
 from storage.inbound import regions_by_ids
 from storage.models import Case, Region, utcnow
 from storage.outbox import enqueue
@@ -143,7 +143,8 @@ Record = Callable[[Connection, list["Ack | HandlerError"]], None]
 
 
 def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | None = None,
-         record: Record | None = None, conn: Connection | None = None) -> list[Ack | HandlerError]:
+         record: Record | None = None, conn: Connection | None = None,
+         households: dict[int, HouseholdPlace] | None = None) -> list[Ack | HandlerError]:
     """File ``reports`` in one transaction: the one write path of every channel.
 
     Each report is validated and understood first; one that is refused (bad input, an unknown
@@ -152,7 +153,8 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
     transaction; the channel's inbound key unique, so a retry fails the transaction), urgent ones queue a notice to the
     township's staff, ``record`` writes the channel's own rows, and all of it is committed before
     this returns (``conn``: a write transaction of the caller's to work in instead, which the
-    caller commits). Raises (``IntegrityError`` above all: a copy racing in another transaction)
+    caller commits; ``households``: the reports' households with their villages, when the caller
+    has just read them). Raises (``IntegrityError`` above all: a copy racing in another transaction)
     when the transaction as a whole cannot be committed: then nothing of it was written.
     """
     now = now or utcnow()
@@ -165,16 +167,18 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
             out[i] = exc
     if conn is None:
         with writing(ctx.engine) as conn:
-            _file(ctx, conn, ready, out, now, record)
+            _file(ctx, conn, ready, out, now, record, households)
     else:
-        _file(ctx, conn, ready, out, now, record)
+        _file(ctx, conn, ready, out, now, record, households)
     return out  # type: ignore[return-value]
 
 
 def _file(ctx: Context, conn: Connection, ready: dict[int, _Ready], out: list, now: dt.datetime,
-          record: Record | None) -> None:
+          record: Record | None, known: dict[int, HouseholdPlace] | None) -> None:
     """The transaction of :func:`file`."""
-    households = households_by_id(conn, [r.data.household_id for r in ready.values() if r.data.household_id])
+    wanted = [r.data.household_id for r in ready.values() if r.data.household_id]
+    households = dict(known or {})
+    households.update(households_by_id(conn, [h for h in wanted if h not in households]))
     villages = {h.village_id: Village(h.village_id, h.village_name, h.village_level, h.village_path)
                 for h in households.values()}
     villages.update(villages_by_id(conn, [r.data.village_id for r in ready.values()

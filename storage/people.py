@@ -182,6 +182,8 @@ class Sender(NamedTuple):
     head_name: str | None
     village_row_id: int | None
     village_level: str | None
+    village_name: str | None
+    village_path: str | None
     state_key: str | None
     state_expires_at: dt.datetime | None
 
@@ -195,7 +197,7 @@ def _senders_stmt(dialect: str, with_state: bool):
     u, h, r, k = WeChatUser.__table__, Household.__table__, Region.__table__, KeyValue.__table__
     stmt = (
         sa_select(u.c.openid, u.c.id, u.c.household_id, u.c.village_id, u.c.name, u.c.phone_enc, u.c.consented_at,
-                  h.c.head_name, r.c.id, r.c.level, *((k.c.key, k.c.expires_at) if with_state else (null(), null())))
+                  h.c.head_name, r.c.id, r.c.level, r.c.name, r.c.path, *((k.c.key, k.c.expires_at) if with_state else (null(), null())))
         .select_from(u)
         .outerjoin(h, h.c.id == u.c.household_id)
         .outerjoin(r, r.c.id == func.coalesce(h.c.village_id, u.c.village_id))
