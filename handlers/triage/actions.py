@@ -20,8 +20,8 @@ from .. import triage_texts as T
 from ..context import Context
 from ..errors import Conflict, Forbidden, ValidationError
 from ..staff import Actor
-from . import forms
 from .common import label
+from .forms import MAX_REASON, checked_amount, checked_id, checked_kind, checked_note, checked_text
 from .guards import Result, check_version, finish, load_case, require, require_open
 from .notify import notify_township
 
@@ -36,7 +36,7 @@ def dismiss_duplicate(ctx: Context, actor: Actor, case_id: int, *, version: str,
     """Not a duplicate after all: clear the flag (recorded)."""
     now = now or utcnow()
     require(actor, "dismiss_duplicate")
-    note = forms.note(note)
+    note = checked_note(note)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         check_version(case, version)
@@ -55,8 +55,8 @@ def first_aid(ctx: Context, actor: Actor, case_id: int, *, kind: str, version: s
     """先行救助 for a green-channel case, at any step; the procedure carries on afterwards."""
     now = now or utcnow()
     require(actor, "first_aid")
-    kind_code, value = forms.assistance_kind(kind), forms.amount(amount)
-    note = forms.note(note, required=True)
+    kind_code, value = checked_kind(kind), checked_amount(amount)
+    note = checked_note(note, required=True)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -76,8 +76,8 @@ def record_assistance(ctx: Context, actor: Actor, case_id: int, *, kind: str, ve
     """帮扶: record a measure for a monitored case."""
     now = now or utcnow()
     require(actor, "assistance")
-    kind_code, value = forms.assistance_kind(kind), forms.amount(amount)
-    note = forms.note(note)
+    kind_code, value = checked_kind(kind), checked_amount(amount)
+    note = checked_note(note)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -95,7 +95,7 @@ def mark_urgent(ctx: Context, actor: Actor, case_id: int, *, reason: str, versio
     """Move a case into the green channel (绿色通道) and notify the township staff at once."""
     now = now or utcnow()
     require(actor, "mark_urgent")
-    reason = forms.text(reason, "reason", limit=forms.MAX_REASON, label=T.LABEL_URGENT_REASON, required=True)
+    reason = checked_text(reason, "reason", limit=MAX_REASON, label=T.LABEL_URGENT_REASON, required=True)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -115,7 +115,7 @@ def link_household(ctx: Context, actor: Actor, case_id: int, *, household_id: st
     """Attach an unbound reporter's case to the household record found at the visit."""
     now = now or utcnow()
     require(actor, "link_household")
-    hid = forms.digits(household_id, T.BAD_HOUSEHOLD, "household_id")
+    hid = checked_id(household_id, T.BAD_HOUSEHOLD, "household_id")
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -141,7 +141,7 @@ def assign(ctx: Context, actor: Actor, case_id: int, *, staff_id: str, version: 
     """Assign the case to a staff member who can see it (village cadres may only take it themselves)."""
     now = now or utcnow()
     require(actor, "assign")
-    sid = forms.digits(staff_id, T.BAD_ASSIGNEE, "staff_id")
+    sid = checked_id(staff_id, T.BAD_ASSIGNEE, "staff_id")
     if actor.role == "village" and sid != actor.id:
         raise Forbidden(T.VILLAGE_ASSIGN_SELF)
     with session_scope(ctx.engine) as session:
@@ -164,7 +164,7 @@ def add_note(ctx: Context, actor: Actor, case_id: int, *, note: str, version: st
              now: dt.datetime | None = None) -> Result:
     now = now or utcnow()
     require(actor, "note")
-    note = forms.note(note, required=True)
+    note = checked_note(note, required=True)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         check_version(case, version)

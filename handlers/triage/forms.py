@@ -16,7 +16,7 @@ MAX_REASON = 200
 MAX_AMOUNT = 1_000_000
 
 
-def text(value: Any, key: str, *, limit: int, label: str, required: bool = False) -> str:
+def checked_text(value: Any, key: str, *, limit: int, label: str, required: bool = False) -> str:
     """A free-text field: trimmed, at most ``limit`` characters, no control characters but newline and tab."""
     value = str(value or "").strip()
     value = value.replace("\r\n", "\n")
@@ -29,11 +29,11 @@ def text(value: Any, key: str, *, limit: int, label: str, required: bool = False
     return value
 
 
-def note(value: Any, *, required: bool = False) -> str:
-    return text(value, "note", limit=MAX_NOTE, label=T.LABEL_NOTE, required=required)
+def checked_note(value: Any, *, required: bool = False) -> str:
+    return checked_text(value, "note", limit=MAX_NOTE, label=T.LABEL_NOTE, required=required)
 
 
-def amount(value: Any) -> int | None:
+def checked_amount(value: Any) -> int | None:
     """An amount in whole yuan, or None when left empty."""
     raw = str(value or "").strip()
     if not raw:
@@ -43,14 +43,14 @@ def amount(value: Any) -> int | None:
     return int(raw)
 
 
-def assistance_kind(value: Any) -> str:
+def checked_kind(value: Any) -> str:
     try:
         return AssistanceKind.parse(str(value or "")).value
     except ValueError as exc:
         raise ValidationError(T.BAD_KIND, field="kind") from exc
 
 
-def digits(value: Any, message: str, key: str) -> int:
+def checked_id(value: Any, message: str, key: str) -> int:
     """A numeric id posted as text."""
     raw = str(value or "")
     if not raw.isdigit():

@@ -37,9 +37,9 @@ from ..context import Context
 from ..errors import Conflict, Forbidden, ValidationError
 from ..evidence import Upload, discard, store_for
 from ..staff import Actor
-from . import forms
 from .common import STEP_ROLES, label
 from .files import MAX_UPLOAD_BYTES, check_upload, store_upload
+from .forms import MAX_EVIDENCE, MAX_REASON, checked_note, checked_text
 from .guards import (
     Result,
     check_version,
@@ -66,8 +66,8 @@ def advance(
     An evidence file (``upload``) is stored under ``upload_root``, the instance folder; without a
     root, files are refused."""
     now = now or utcnow()
-    note = forms.note(note)
-    evidence_text = forms.text(evidence, "evidence", limit=forms.MAX_EVIDENCE, label=T.LABEL_EVIDENCE)
+    note = checked_note(note)
+    evidence_text = checked_text(evidence, "evidence", limit=MAX_EVIDENCE, label=T.LABEL_EVIDENCE)
     try:
         wanted = ProcedureStep.parse(step).value
     except ValueError as exc:
@@ -121,7 +121,7 @@ def decide(
     """县级审定: 纳入监测 (monitored), 不予纳入 (rejected) or 合并 (merged)."""
     now = now or utcnow()
     require(actor, "decide")
-    note = forms.note(note)
+    note = checked_note(note)
     if outcome == "merged":
         return merge(ctx, actor, case_id, into_ref=merge_into, version=version, note=note, ip=ip, now=now,
                      at_decision=True)
@@ -135,7 +135,7 @@ def decide(
             raise ValidationError(T.NEED_MONITORING_TYPE, field="monitoring_type") from exc
         reason = ""
     else:
-        reason = forms.text(reason, "reason", limit=forms.MAX_REASON, label=T.LABEL_REASON, required=True)
+        reason = checked_text(reason, "reason", limit=MAX_REASON, label=T.LABEL_REASON, required=True)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -166,7 +166,7 @@ def merge(
     """合并: close this case as a duplicate of another open case in the actor's scope."""
     now = now or utcnow()
     require(actor, "decide" if at_decision else "merge")
-    note = forms.note(note)
+    note = checked_note(note)
     with session_scope(ctx.engine) as session:
         case = load_case(session, actor, case_id, for_update=True)
         require_open(case)
@@ -208,7 +208,7 @@ def clear_risk(ctx: Context, actor: Actor, case_id: int, *, conditions: list[str
     """风险消除: every condition confirmed, at least one measure recorded, and labour capacity."""
     now = now or utcnow()
     require(actor, "clear_risk")
-    note = forms.note(note)
+    note = checked_note(note)
     missing = [c for c in CLEAR_CONDITION_KEYS if c not in set(conditions or [])]
     if missing:
         raise ValidationError(T.CLEAR_MISSING.format(items="、".join(T.CLEAR_CONDITIONS[c] for c in missing)),
