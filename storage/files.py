@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -64,15 +64,17 @@ class FileStore:
         if target.is_file():
             return StoredFile(rel, len(data), created=False)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+        # A fresh hidden name in the same folder (same file system, so the rename is atomic);
+        # created exclusively, with the permissions the process's umask gives any new file.
+        tmp = target.with_name(f".{secrets.token_hex(8)}.part")
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "xb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         _sync_dir(target.parent)
         return StoredFile(rel, len(data), created=True)

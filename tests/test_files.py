@@ -15,6 +15,7 @@ from handlers.context import Context
 from handlers.deadlines import WorkCalendar
 from handlers.demo import load_demo
 from handlers.errors import NotFound, ValidationError
+from handlers.triage import procedure
 from storage import DataCipher, init_db, make_engine
 from storage import files as files_mod
 from storage.crypto import generate_data_key
@@ -205,6 +206,21 @@ def test_a_refused_step_writes_no_file(fctx, tmp_path):
         triage.advance(fctx, cadre, case.id, step="warning", version=version(fctx, case.id), upload=claimed_pdf,
                        upload_root=root)
     assert not root.exists() and _attachments(fctx, case.id) == []
+
+
+def test_a_step_whose_transaction_fails_removes_the_file_it_wrote(fctx, tmp_path, monkeypatch):
+    root = tmp_path / "instance"
+    case = report(fctx, head="张建国")
+    cadre = actor(fctx, "longwan")
+
+    def broken(*_a, **_k):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(procedure, "add_event", broken)
+    with pytest.raises(RuntimeError, match="database gone"):
+        triage.advance(fctx, cadre, case.id, step="warning", version=version(fctx, case.id), upload_root=root,
+                       upload=evidence.Upload(filename="scan.pdf", content_type="application/pdf", data=PDF))
+    assert _files(root) == [] and _attachments(fctx, case.id) == []
 
 
 def test_old_rows_with_absolute_paths_are_still_served_and_bad_rows_are_not(fctx, tmp_path):
