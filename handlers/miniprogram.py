@@ -17,15 +17,12 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage import session_scope
 from storage.api import (
     api_session,
-    attachment_by_path,
     case_by_id,
     claim_idempotency,
     count_attachments,
@@ -37,13 +34,14 @@ from storage.api import (
     set_unionid,
     wechat_user,
 )
-from storage.cases import add_attachment, add_event, attachments_of, case_by_ref, events_of
+from storage.cases import add_event, attachments_of, case_by_ref, events_of
 from storage.enums import Outcome, ProcedureStep, RiskType
+from storage.files import StoredFile
 from storage.models import Attachment, Case, utcnow
 from storage.people import get_or_create_wechat_user
 
+from . import evidence, texts
 from . import miniprogram_texts as T
-from . import texts
 from .context import Context
 
 # Unauthorized … ServiceUnavailable are re-exported: the API refers to them as mp.<name>.
@@ -56,6 +54,9 @@ from .errors import (  # noqa: F401
     UnsupportedMediaType,
     ValidationError,
 )
+
+# The one upload type of every channel: the API builds it as mp.Upload.
+from .evidence import Upload  # noqa: F401
 from .miniprogram_models import (
     MAX_PHOTOS_PER_CASE,
     Photo,
@@ -129,33 +130,13 @@ def end_session(ctx: Context, token_hash: str) -> bool:
 # --- reports -------------------------------------------------------------------------------
 
 
-@dataclass
-class Upload:
-    """One uploaded photo, already read (the edge enforces the size limit while reading)."""
-
-    filename: str
-    data: bytes
-
-
-_MAGIC = (
-    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
-)
-
-
-def sniff_image(data: bytes) -> tuple[str, str] | None:
-    """``(content_type, extension)`` from the magic bytes (JPEG, PNG, WebP), or None."""
-    for magic, ctype, ext in _MAGIC:
-        if data.startswith(magic):
-            return ctype, ext
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp", "webp"
-    return None
+#: What a photo may be; the one sniffer also knows PDF, which is not a photo.
+PHOTO_KINDS = (evidence.JPEG, evidence.PNG, evidence.WEBP)
 
 
 def check_photos(
     photos: list[Upload], *, max_bytes: int, field: str = "photos"
-) -> list[tuple[Upload, str, str]]:
+) -> list[tuple[Upload, evidence.FileKind]]:
     """Size and type of every photo, before anything is written."""
     if len(photos) > MAX_PHOTOS_PER_CASE:
         raise ValidationError(T.TOO_MANY_PHOTOS.format(n=MAX_PHOTOS_PER_CASE), field=field, code="too_many")
@@ -166,10 +147,10 @@ def check_photos(
         if not p.data:
             # An empty file is not an image: the documented 415, with its own message.
             raise UnsupportedMediaType(T.PHOTO_EMPTY, field=field, code="empty")
-        kind = sniff_image(p.data)
-        if kind is None:
+        kind = evidence.sniff(p.data)
+        if kind not in PHOTO_KINDS:
             raise UnsupportedMediaType(T.PHOTO_NOT_IMAGE, field=field)
-        out.append((p, *kind))
+        out.append((p, kind))
     return out
 
 
@@ -231,7 +212,8 @@ def submit_report(
                 delete_pending_idempotency(session, record_id)
         raise
 
-    written: list[Path] = []
+    store = evidence.store_for(upload_root)
+    written: list[StoredFile] = []
     try:
         with session_scope(ctx.engine) as session:
             case = case_by_id(session, ack.case_id)
@@ -242,15 +224,14 @@ def submit_report(
                     user = wechat_user(session, user_id)
                     user.consented_at = user.consented_at or utcnow()
                     session.add(user)
-                for upload, ctype, ext in checked:
-                    _store_photo(session, case, upload, ctype, ext, upload_root, written)
+                for upload, kind in checked:
+                    evidence.attach(session, store, case, upload, kind, attachment_kind="image", written=written)
                 if checked:
                     add_event(session, case, action="evidence_added", actor_kind="villager", actor_id=user_id,
                               actor_name=case.reporter_name, data={"photos": len(checked)})
             return _receipt(session, case), not finished
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        evidence.discard(store, written)
         raise
 
 
@@ -275,30 +256,6 @@ def _claim(session, user_id: int, key: str, digest: str):
     return record, inserted
 
 
-def _store_photo(session, case: Case, upload: Upload, ctype: str, ext: str, root: Path, written: list[Path]):
-    """Content-addressed under the case, so the same photo sent twice is stored once."""
-    rel = _photo_path(case, upload, ext)
-    existing = attachment_by_path(session, case_id=case.id, path=rel)
-    if existing is not None:
-        return existing
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        tmp = target.with_name(f".{secrets.token_hex(8)}.part")
-        with open(tmp, "wb") as fh:
-            fh.write(upload.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        written.append(target)
-    return add_attachment(session, case, kind="image", path=rel, content_type=ctype, size=len(upload.data))
-
-
-def _photo_path(case: Case, upload: Upload, ext: str) -> str:
-    """Relative to the instance folder."""
-    return f"uploads/{case.id}/{hashlib.sha256(upload.data).hexdigest()[:32]}.{ext}"
-
-
 def _photo_view(a: Attachment) -> Photo:
     return Photo(id=a.id, content_type=a.content_type or "", size=a.size or 0, created_at=a.created_at)
 
@@ -320,24 +277,24 @@ def add_photo(
     ctx: Context, *, user_id: int, ref: str, photo: Upload, upload_root: Path, max_photo_bytes: int,
 ) -> tuple[Photo, bool]:
     """Attach one more photo to one of my cases; ``(photo, created)`` (the same photo twice is one)."""
-    written: list[Path] = []
+    store = evidence.store_for(upload_root)
+    written: list[StoredFile] = []
     try:
         with session_scope(ctx.engine) as session:
             case = _my_case(session, user_id, ref)
-            ((upload, ctype, ext),) = check_photos([photo], max_bytes=max_photo_bytes, field="photo")
-            existing = attachment_by_path(session, case_id=case.id, path=_photo_path(case, upload, ext))
+            ((upload, kind),) = check_photos([photo], max_bytes=max_photo_bytes, field="photo")
+            existing = evidence.attached(session, store, case, upload, kind)
             if existing is not None:
                 return _photo_view(existing), False
             if count_attachments(session, case.id, kind="image") >= MAX_PHOTOS_PER_CASE:
                 raise ValidationError(T.TOO_MANY_PHOTOS.format(n=MAX_PHOTOS_PER_CASE), field="photo",
                                       code="too_many")
-            att = _store_photo(session, case, upload, ctype, ext, upload_root, written)
+            att = evidence.attach(session, store, case, upload, kind, attachment_kind="image", written=written)
             add_event(session, case, action="evidence_added", actor_kind="villager", actor_id=user_id,
                       actor_name=case.reporter_name, data={"photos": 1})
             return _photo_view(att), True
     except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
+        evidence.discard(store, written)
         raise
 
 

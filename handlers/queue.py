@@ -18,8 +18,8 @@ from typing import Any
 
 from storage import session_scope
 from storage.audit import audit
-from storage.crypto import DataKeyError, mask_id_number, mask_phone
-from storage.enums import DECISION_STEPS, Channel, ProcedureStep, RiskType
+from storage.crypto import mask_id_number, mask_phone
+from storage.enums import DECISION_STEPS, Channel, Outcome, ProcedureStep, RiskType
 from storage.models import utcnow
 from storage.queue import (
     Cursor,
@@ -38,7 +38,7 @@ from .context import Context
 from .deadlines import is_overdue
 from .errors import Forbidden, ValidationError
 from .staff import Actor
-from .triage import ACTION_ROLES
+from .triage.common import ACTION_ROLES, decrypt_shown, label, masked
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 50_000
@@ -152,44 +152,19 @@ def decode_cursor(text: str) -> Cursor | None:
         raise ValidationError(T.BAD_CURSOR, field="after") from exc
 
 
-def _label(enum, value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return enum.parse(value).label
-    except ValueError:
-        return value
-
-
-def _decrypt(ctx: Context, token: str | None) -> str | None:
-    """A stored value in clear, or a marker when it cannot be read (wrong data key): never a 500."""
-    if not token:
-        return None
-    try:
-        return ctx.cipher.decrypt(token)
-    except DataKeyError:
-        return T.UNREADABLE
-
-
-def _masked(mask, value: str | None) -> str:
-    return value if value == T.UNREADABLE else mask(value)
-
-
 def _row(ctx: Context, actor: Actor, case, village: str, assigned: dict[int, str], homes: dict, now: dt.datetime) -> QueueRow:
-    from storage.enums import Outcome
-
     hh = homes.get(case.household_id or 0)
     phone_enc = case.reporter_phone_enc or (hh.phone_enc if hh is not None else None)
-    phone = _decrypt(ctx, phone_enc)
+    phone = decrypt_shown(ctx, phone_enc)
     open_ = case.closed_at is None
     return QueueRow(
         id=case.id, ref=case.ref, urgent=case.urgent, urgent_reasons=case.urgent_reasons, step=case.step,
-        step_label=_label(ProcedureStep, case.step), outcome_label=_label(Outcome, case.outcome),
-        risk_labels=[_label(RiskType, r) for r in case.risk_types], village=village,
-        reporter_name=case.reporter_name or (hh.head_name if hh is not None else ""), phone=_masked(mask_phone, phone),
+        step_label=label(ProcedureStep, case.step), outcome_label=label(Outcome, case.outcome),
+        risk_labels=[label(RiskType, r) for r in case.risk_types], village=village,
+        reporter_name=case.reporter_name or (hh.head_name if hh is not None else ""), phone=masked(mask_phone, phone),
         due_at=case.due_at if open_ else None, overdue=open_ and is_overdue(case.due_at, now),
         days_left=ctx.calendar.working_days_left(case.due_at, now) if open_ and case.due_at else None,
-        channel_label=_label(Channel, case.channel), assigned_to=assigned.get(case.assigned_to_id or 0, ""),
+        channel_label=label(Channel, case.channel), assigned_to=assigned.get(case.assigned_to_id or 0, ""),
         mine=case.assigned_to_id == actor.id, created_at=case.created_at,
         duplicate=bool(case.possible_duplicate_of_id) and open_, first_aid=case.first_aid_at is not None,
     )
@@ -214,7 +189,7 @@ def queue(ctx: Context, actor: Actor, args: dict[str, Any], *, now: dt.datetime 
         homes = households_by_ids(session, [c.household_id for c, _ in rows if c.household_id])
         stats = queue_stats(session, f, now=now)
         out = [_row(ctx, actor, c, v, assigned, homes, now) for c, v in rows]
-    counts = [(code, _label(ProcedureStep, code), stats.per_step.get(code, 0)) for code in STEP_CODES]
+    counts = [(code, label(ProcedureStep, code), stats.per_step.get(code, 0)) for code in STEP_CODES]
     return QueuePage(
         rows=out, next_cursor=encode_cursor(nxt) if nxt else None, total=stats.total(f.step), counts=counts,
         urgent_count=stats.urgent, overdue_count=stats.overdue, villages=villages, filters=norm, first_page=after is None,
@@ -247,19 +222,19 @@ def export_csv(ctx: Context, actor: Actor, args: dict[str, Any], *, unmasked: bo
         rows = queue_cases(session, f, now=now, limit=EXPORT_LIMIT)
         homes = households_by_ids(session, [c.household_id for c, _ in rows if c.household_id])
         for case, village in rows:
-            phone = _decrypt(ctx, case.reporter_phone_enc)
+            phone = decrypt_shown(ctx, case.reporter_phone_enc)
             hh = homes.get(case.household_id or 0)
-            idn = _decrypt(ctx, case.reporter_id_number_enc)
+            idn = decrypt_shown(ctx, case.reporter_id_number_enc)
             if idn is None and hh is not None and hh.id_number_enc:
-                idn = _decrypt(ctx, hh.id_number_enc)
+                idn = decrypt_shown(ctx, hh.id_number_enc)
             if phone is None and hh is not None and hh.phone_enc:
-                phone = _decrypt(ctx, hh.phone_enc)
+                phone = decrypt_shown(ctx, hh.phone_enc)
             open_ = case.closed_at is None
             writer.writerow([_safe_cell(v) for v in (
-                case.ref, T.YES if case.urgent else T.NO, _label(ProcedureStep, case.step),
-                _label(_Outcome, case.outcome), "、".join(_label(RiskType, r) for r in case.risk_types), village,
-                case.reporter_name, phone if unmasked else _masked(mask_phone, phone),
-                idn if unmasked else _masked(mask_id_number, idn), hh.head_name if hh else "", _label(Channel, case.channel),
+                case.ref, T.YES if case.urgent else T.NO, label(ProcedureStep, case.step),
+                label(Outcome, case.outcome), "、".join(label(RiskType, r) for r in case.risk_types), village,
+                case.reporter_name, phone if unmasked else masked(mask_phone, phone),
+                idn if unmasked else masked(mask_id_number, idn), hh.head_name if hh else "", label(Channel, case.channel),
                 case.created_at.astimezone(CST).strftime("%Y-%m-%d %H:%M"),
                 case.due_at.astimezone(CST).strftime("%Y-%m-%d") if case.due_at and open_ else "",
                 T.YES if open_ and is_overdue(case.due_at, now) else T.NO,
@@ -277,7 +252,7 @@ def _describe(norm: dict[str, str]) -> str:
     parts = []
     for key, value in norm.items():
         if key in labels:
-            shown = _label(labels[key], value)
+            shown = label(labels[key], value)
         elif key == "status":
             shown = T.STATUS_LABELS.get(value, value)
         else:
@@ -285,10 +260,3 @@ def _describe(norm: dict[str, str]) -> str:
         parts.append(f"{T.FILTER_LABELS.get(key, key)}={shown}")
     return "；".join(parts) or T.AUDIT_NO_FILTER
 
-
-class _Outcome:
-    @staticmethod
-    def parse(value: str):
-        from storage.enums import Outcome
-
-        return Outcome.parse(value)

@@ -225,7 +225,7 @@ def act(case_id: int):
         upload = triage_uc.Upload(filename=file.filename, content_type=file.mimetype or "", data=data)
     try:
         result = triage_uc.act(_ctx(), g.actor, case_id, action, form, upload=upload,
-                               upload_dir=settings.instance_path / "uploads", max_upload_bytes=settings.max_upload_bytes,
+                               upload_root=settings.instance_path, max_upload_bytes=settings.max_upload_bytes,
                                ip=client_ip())
     except HandlerError as exc:
         if exc.status == 404:
