@@ -341,3 +341,29 @@ def test_a_busy_leader_stops_waiting_when_none_come(app):
     assert "编号 SB" in gc.file(click("o-alone"))
     assert time.monotonic() - started < 3  # one step without arrivals, not the 5 s
     assert gc.batch_sizes == {1: 1}
+
+
+def test_two_taps_at_once_are_flagged_as_possible_duplicates(app):
+    """Two one-click reports of one household in two transactions at the same moment (two taps
+    handled by two workers): the second sees the first, decided inside its own transaction."""
+    bind(app, "o-tap-a")
+    with session_scope(app.services.engine) as s:  # a second member of the same household
+        first = get_or_create_wechat_user(s, openid="o-tap-a")
+        other = get_or_create_wechat_user(s, openid="o-tap-b")
+        other.household_id = first.household_id
+        s.add(other)
+    start = threading.Barrier(2)
+    out: dict[str, object] = {}
+
+    def tap(openid: str, t: int) -> None:
+        start.wait()
+        out[openid] = file_batch(app.ctx, [click(openid, t)], state_in_db=True)[0]
+
+    threads = [threading.Thread(target=tap, args=(o, t)) for o, t in (("o-tap-a", 1), ("o-tap-b", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(out.values())
+    a, b = sorted(rows(app, Case), key=lambda c: c.id)
+    assert a.possible_duplicate_of_id is None and b.possible_duplicate_of_id == a.id
