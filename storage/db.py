@@ -315,10 +315,14 @@ def insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]], *, key
     if not rows:
         return {}
     if conn.dialect.name == "postgresql":
-        keys = tuple(rows[0])
-        stmt = _unnest_insert(table, keys, (key, *returning) if key else ())
-        result = conn.execute(stmt, {f"u_{k}": [json.dumps(row[k]) for row in rows] if isinstance(table.c[k].type, JSON)
-                                     else [row[k] for row in rows] for k in keys})
+        first = rows[0]
+        same = tuple(k for k in first if all(row[k] == first[k] for row in rows[1:]))
+        varying = tuple(k for k in first if k not in same)
+        stmt = _unnest_insert(table, varying, same, (key, *returning) if key else ())
+        params = {f"s_{k}": first[k] for k in same}
+        params.update({f"u_{k}": [json.dumps(row[k]) for row in rows] if isinstance(table.c[k].type, JSON)
+                       else [row[k] for row in rows] for k in varying})
+        result = conn.execute(stmt, params)
         return {r[0]: tuple(r[1:]) for r in result} if key else {}
     conn.execute(insert(table), rows)
     if not key:
@@ -334,13 +338,17 @@ def _plain(sql_type: Any) -> Any:
 
 
 @functools.cache
-def _unnest_insert(table: Any, keys: tuple[str, ...], returning: tuple[str, ...]) -> Any:
-    columns = [table.c[k] for k in keys]
+def _unnest_insert(table: Any, varying: tuple[str, ...], same: tuple[str, ...], returning: tuple[str, ...]) -> Any:
+    """``INSERT … SELECT unnest(:u_a), …, :s_b, …``: a column whose value is the same in every row
+    goes once, as a plain parameter (each array costs psycopg about as much to send as a statement's
+    other work: most columns of a one-click batch hold the same value)."""
+    columns = [table.c[k] for k in varying + same]
     # A JSON value goes as its text: an array of JSON lists would read as a two-dimensional array.
-    rows = select(*[cast(func.unnest(bindparam(f"u_{k}", type_=ARRAY(Text()))), c.type) if isinstance(c.type, JSON)
-                    else func.unnest(bindparam(f"u_{k}", type_=ARRAY(_plain(c.type))))
-                    for k, c in zip(keys, columns, strict=True)])
-    stmt = insert(table).from_select(columns, rows)
+    values = [cast(func.unnest(bindparam(f"u_{k}", type_=ARRAY(Text()))), table.c[k].type)
+              if isinstance(table.c[k].type, JSON) else func.unnest(bindparam(f"u_{k}", type_=ARRAY(_plain(table.c[k].type))))
+              for k in varying]
+    values += [bindparam(f"s_{k}", type_=table.c[k].type) for k in same]
+    stmt = insert(table).from_select(columns, select(*values))
     return stmt.returning(*[table.c[k] for k in returning]) if returning else stmt
 
 
