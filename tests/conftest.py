@@ -15,6 +15,10 @@ import uuid
 
 import pytest
 
+# The process environment of the whole run is the test environment: storage.people hashes staff
+# passwords with a trivial scrypt cost there (the demo county alone creates six accounts per test).
+os.environ["HUINONG_ENV"] = "test"
+
 try:  # CI runs the property-based tests reproducibly; locally every run explores new examples.
     from hypothesis import settings as _hyp
 
