@@ -97,19 +97,34 @@ class HttpClient:
     def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = 30.0):
         self.host, self.port, self.timeout = host, port, timeout
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for close_all()
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._local.conn = conn
+            with self._lock:
+                self._open.add(conn)
         return conn
 
     def close(self) -> None:
+        """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._lock:
+                self._open.discard(conn)
+
+    def close_all(self) -> None:
+        """Close the connections of every thread (they would otherwise be left to the garbage
+        collector, with a ResourceWarning, when the threads end)."""
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            conn.close()
 
     def request(self, method: str, path: str, *, query_string: Mapping[str, str] | None = None,
                 data: bytes | str | None = None, content_type: str | None = None,
@@ -151,8 +166,11 @@ class ServerProcess:
         self.ready_path = ready_path
         self.ready_text = ready_text
         self.cwd = cwd or ROOT
-        self.log = Path(tempfile.mkstemp(prefix=f"huinong-{name}-", suffix=".log")[1])
+        fd, log = tempfile.mkstemp(prefix=f"huinong-{name}-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
         self.proc: subprocess.Popen | None = None
+        self.clients: list[HttpClient] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -192,6 +210,8 @@ class ServerProcess:
         return status < 500 or self.ready_path == "/healthz"  # /healthz is 503 without an index
 
     def stop(self, timeout: float = 15.0) -> None:
+        for client in self.clients:
+            client.close_all()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -249,7 +269,9 @@ class ServerProcess:
 
     def client(self, **kw) -> HttpClient:
         assert self.port is not None
-        return HttpClient(self.port, **kw)
+        client = HttpClient(self.port, **kw)
+        self.clients.append(client)
+        return client
 
 
 def serve(settings, *, workers: int = 2, threads: int = 4, name: str = "serve", timeout: float = 90.0,
