@@ -150,13 +150,19 @@ def _rebuild_pg(url: str) -> None:
         _PG_SCHEMA[url] = conn.execute(_PG_SCHEMA_SQL).fetchone()
 
 
+#: Rows (live and dead) above which a reset truncates instead of deleting: deleted rows stay as
+#: dead tuples until a VACUUM, and the development server runs without autovacuum.
+_PG_TRUNCATE_ABOVE = 5000
+
+
 def _reset_pg(url: str) -> None:
     """Every table of ``init_db``, empty, its ids starting at 1 again.
 
     When the previous test left the schema as ``init_db`` makes it (almost always), deleting the
     rows and restarting the sequences in one round trip does that in a few milliseconds, where
-    dropping and creating every table took a few hundred; otherwise (a test dropped tables) the
-    tables are dropped and created.
+    dropping and creating every table took a few hundred (after a test that wrote thousands of rows,
+    ``TRUNCATE``, which leaves no dead tuples behind); otherwise (a test dropped tables) the tables
+    are dropped and created.
     """
     import psycopg
     from sqlmodel import SQLModel
@@ -169,8 +175,12 @@ def _reset_pg(url: str) -> None:
             found = conn.execute(_PG_SCHEMA_SQL).fetchone()
             if expected is not None and found == expected:
                 tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
-                statements = [f'DELETE FROM "{t}"' for t in tables]
-                statements += [f'ALTER SEQUENCE "{seq}" RESTART' for seq in found[4] or []]
+                rows = conn.execute("SELECT coalesce(sum(n_live_tup + n_dead_tup), 0) FROM pg_stat_user_tables")
+                if rows.fetchone()[0] > _PG_TRUNCATE_ABOVE:
+                    statements = ["TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"]
+                else:
+                    statements = [f'DELETE FROM "{t}"' for t in tables]
+                    statements += [f'ALTER SEQUENCE "{seq}" RESTART' for seq in found[4] or []]
                 conn.execute("SET lock_timeout = '10s'")
                 with conn.transaction():
                     conn.execute("; ".join(statements))
