@@ -50,18 +50,31 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return min(len(os.sched_getaffinity(0)), 4)
 
 
+#: Groups that start first (the longest chains of one worker's run), in this order.
+_FIRST_GROUPS = ("processes", "model")
+
+
+def _group(item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) if mark else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """Under ``--dist loadgroup``, the tests of a module that share a module-scoped fixture run on one
     worker (the fixture is built once and its state is shared as written), unless they are already in
-    a group."""
+    a group. The ``processes`` and ``model`` groups go first (the scheduler hands out work in this
+    order, ``--no-loadscope-reorder``): one worker runs each of them from the start while the other
+    tests spread over what is left."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
+        if _group(item):
             continue
         defs = getattr(item, "_fixtureinfo", None)
         scopes = {d.scope for fdefs in (defs.name2fixturedefs.values() if defs else ()) for d in fdefs}
         if "module" in scopes:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__.rsplit(".", 1)[-1]))
+    rank = {name: i for i, name in enumerate(_FIRST_GROUPS)}
+    items.sort(key=lambda item: rank.get(_group(item) or "", len(rank)))  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
