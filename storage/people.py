@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,27 +22,53 @@ from .db import one_of
 from .models import Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
 # scrypt parameters: ~50 ms per hash on the target machine, 16 MiB of memory.
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+#: Under ``HUINONG_ENV=test`` only: a trivial cost, so the test suite's hundreds of demo staff
+#: accounts and logins do not spend minutes in scrypt. Never used by development or production.
+_SCRYPT_TEST = {"n": 2**4, "r": 8, "p": 1}
+_MAXMEM = 64 * 1024 * 1024
+_DKLEN = 32
+
+
+def _cost() -> dict[str, int]:
+    return _SCRYPT_TEST if os.environ.get("HUINONG_ENV") == "test" else _SCRYPT
+
+
+def _scrypt(password: str, salt: bytes, *, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=_DKLEN)
 
 
 def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$digest``: the hash records its own cost, so a change of cost (or a
+    hash made under the test cost) stays verifiable."""
+    cost = _cost()
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, **_SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    digest = _scrypt(password, salt, **cost)
+    return f"scrypt${cost['n']}${cost['r']}${cost['p']}${salt.hex()}${digest.hex()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """Check against a hash of either format: ``scrypt$n$r$p$salt$digest`` or the older
+    ``scrypt$salt$digest`` (made with the production cost)."""
+    parts = stored.split("$")
     try:
-        scheme, salt_hex, digest_hex = stored.split("$")
-    except ValueError:
+        if len(parts) == 3:
+            scheme, salt_hex, digest_hex = parts
+            cost = dict(_SCRYPT)
+        elif len(parts) == 6:
+            scheme, n, r, p, salt_hex, digest_hex = parts
+            cost = {"n": int(n), "r": int(r), "p": int(p)}
+        else:
+            return False
+        if scheme != "scrypt":
+            return False
+        digest = _scrypt(password, bytes.fromhex(salt_hex), **cost)
+    except ValueError:  # malformed numbers or hex, or a cost scrypt refuses
         return False
-    if scheme != "scrypt":
-        return False
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=bytes.fromhex(salt_hex), **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
 
 
-#: Verifying against this when the user does not exist keeps login timing uniform.
+#: Verifying against this when the user does not exist keeps login timing uniform (production cost).
 DUMMY_HASH = "scrypt$" + "00" * 16 + "$" + "00" * 32
 
 

@@ -4,9 +4,8 @@
   free loopback port, configured only through ``HUINONG_*`` environment variables as in
   production; :meth:`ServerProcess.start` waits until it answers (``/healthz`` or a route), prints
   its output if it dies, and :meth:`ServerProcess.stop` always ends it (SIGTERM, then SIGKILL).
-- :class:`HttpClient`: a keep-alive ``http.client`` transport with the small part of Flask's test
-  client interface :class:`tests.wechat_user.WeChatUser` uses, so the same signed and encrypted
-  WeChat messages go to a real server over TCP.
+- :class:`~tests.http_client.HttpClient` (in tests/http_client.py): keep-alive HTTP to one of them,
+  with the part of Flask's test client interface :class:`tests.wechat_user.WeChatUser` uses.
 - :func:`redis_db`: a Redis database number on 127.0.0.1:6379 taken for one test (a lock key in
   it, so two test runs never share one), emptied before and after.
 - :func:`env_for`: the environment of a server process for given settings.
@@ -22,14 +21,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+
+from tests.http_client import HttpClient
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -62,83 +60,6 @@ class ServerError(RuntimeError):
     pass
 
 
-@dataclass
-class Response:
-    status_code: int
-    headers: dict[str, str]
-    data: bytes
-
-    def get_data(self, as_text: bool = False):
-        return self.data.decode("utf-8", "replace") if as_text else self.data
-
-    @property
-    def text(self) -> str:
-        return self.get_data(as_text=True)
-
-    @property
-    def mimetype(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip()
-
-    def get_json(self):
-        import json
-
-        return json.loads(self.data.decode("utf-8"))
-
-
-class HttpClient:
-    """Keep-alive HTTP to ``127.0.0.1:port``; one connection per thread, reopened after an error.
-
-    ``post(path, query_string=…, data=…, content_type=…)`` and ``get(path, query_string=…)``
-    return a :class:`Response` with ``status_code`` and ``get_data(as_text=True)``, like Flask's
-    test client, so :class:`tests.wechat_user.WeChatUser` can drive a real server.
-    A connection-level failure (the worker died) raises ``OSError`` / ``http.client.HTTPException``.
-    """
-
-    def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = 30.0):
-        self.host, self.port, self.timeout = host, port, timeout
-        self._local = threading.local()
-
-    def _conn(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def request(self, method: str, path: str, *, query_string: Mapping[str, str] | None = None,
-                data: bytes | str | None = None, content_type: str | None = None,
-                headers: Mapping[str, str] | None = None) -> Response:
-        url = path + ("?" + urlencode(query_string) if query_string else "")
-        body = data.encode("utf-8") if isinstance(data, str) else data
-        hdrs = dict(headers or {})
-        if content_type:
-            hdrs["Content-Type"] = content_type
-        conn = self._conn()
-        try:
-            conn.request(method, url, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
-        result = Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload)
-        if resp.will_close:
-            self.close()
-        return result
-
-    def post(self, path: str, **kw) -> Response:
-        return self.request("POST", path, **kw)
-
-    def get(self, path: str, **kw) -> Response:
-        return self.request("GET", path, **kw)
-
-
 class ServerProcess:
     """One child process, its output in a log file (read back when it fails or on request)."""
 
@@ -151,8 +72,11 @@ class ServerProcess:
         self.ready_path = ready_path
         self.ready_text = ready_text
         self.cwd = cwd or ROOT
-        self.log = Path(tempfile.mkstemp(prefix=f"huinong-{name}-", suffix=".log")[1])
+        fd, log = tempfile.mkstemp(prefix=f"huinong-{name}-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
         self.proc: subprocess.Popen | None = None
+        self.clients: list[HttpClient] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -192,6 +116,8 @@ class ServerProcess:
         return status < 500 or self.ready_path == "/healthz"  # /healthz is 503 without an index
 
     def stop(self, timeout: float = 15.0) -> None:
+        for client in self.clients:
+            client.close_all()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -249,7 +175,9 @@ class ServerProcess:
 
     def client(self, **kw) -> HttpClient:
         assert self.port is not None
-        return HttpClient(self.port, **kw)
+        client = HttpClient(self.port, **kw)
+        self.clients.append(client)
+        return client
 
 
 def serve(settings, *, workers: int = 2, threads: int = 4, name: str = "serve", timeout: float = 90.0,

@@ -15,7 +15,8 @@ import pytest
 
 from tests.console_support import get_case, report
 
-pytestmark = pytest.mark.browser
+# Chromium beside the server processes of the multi-process tests, on the same xdist worker as they.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("processes")]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -25,6 +25,9 @@ from knowledge.embedder import (
     load_embedder,
 )
 
+# The real model tests share one conversion (``converted``) with tests/test_knowledge_model.py.
+pytestmark = pytest.mark.xdist_group("model")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 QUERY = "小额信贷最多贷多少"
@@ -221,12 +224,7 @@ def test_small_charsmap_round_trip():
 # --------------------------------------------------------------------------- real model (slow)
 
 
-@pytest.fixture(scope="session")
-def converted(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("embedder-cache")
-    messages: list[str] = []
-    embedder = load_embedder(None, cache, log=messages.append)
-    return cache, embedder, messages
+# ``converted`` (the bundled model converted once per run) is in tests/conftest.py.
 
 
 @pytest.mark.slow

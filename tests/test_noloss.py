@@ -43,6 +43,9 @@ from tests.conftest import IN_CI
 from tests.fake_wechat_api import FakeWeChatAPI
 from tests.servers import Deployment, redis_available, redis_db
 
+# Real server processes, timed retries and outages: one xdist worker runs them one after another.
+pytestmark = pytest.mark.xdist_group("processes")
+
 REF = re.compile(r"SB\d{8}-\d{4,}")
 CUSTOM = "cgi-bin/message/custom/send"
 TEMPLATE = "cgi-bin/message/template/send"
