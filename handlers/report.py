@@ -150,8 +150,8 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
     Each report is validated and understood first; one that is refused (bad input, an unknown
     household or village) gets its error in its place and writes nothing, the others are filed
     together (``storage.cases.file_cases``: possible duplicates and references decided inside the
-    transaction; the channel's inbound key unique, so a retry fails the transaction), urgent ones queue a notice to the
-    township's staff, ``record`` writes the channel's own rows, and all of it is committed before
+    transaction; the channel's inbound key is unique, so a retry fails the transaction), urgent
+    ones queue a notice to the township's staff, ``record`` writes the channel's own rows, and all of it is committed before
     this returns (``conn``: a write transaction of the caller's to work in instead, which the
     caller commits; ``households``: the reports' households with their villages, when the caller
     has just read them). Raises (``IntegrityError`` above all: a copy racing in another transaction)
@@ -165,17 +165,24 @@ def file(ctx: Context, reports: Sequence[ReportInput], *, now: dt.datetime | Non
             ready[i] = _prepare(ctx, data)
         except HandlerError as exc:
             out[i] = exc
-    if conn is None:
-        with writing(ctx.engine) as conn:
-            _file(ctx, conn, ready, out, now, record, households)
+    if conn is not None:
+        creates, villages = _plan(ctx, conn, ready, out, now, households)
+        _write(conn, creates, villages, out, now, record)
     else:
-        _file(ctx, conn, ready, out, now, record, households)
+        # What only reads (the households and villages, the deadline rules) and the work in Python
+        # are done before the write transaction: on SQLite every writer of every worker waits
+        # while one holds the write lock.
+        with reading(ctx.engine) as conn:
+            creates, villages = _plan(ctx, conn, ready, out, now, households)
+        with writing(ctx.engine) as conn:
+            _write(conn, creates, villages, out, now, record)
     return out  # type: ignore[return-value]
 
 
-def _file(ctx: Context, conn: Connection, ready: dict[int, _Ready], out: list, now: dt.datetime,
-          record: Record | None, known: dict[int, HouseholdPlace] | None) -> None:
-    """The transaction of :func:`file`."""
+def _plan(ctx: Context, conn: Connection, ready: dict[int, _Ready], out: list, now: dt.datetime,
+          known: dict[int, HouseholdPlace] | None) -> tuple[list[tuple[int, CaseCreate]], dict[int, Village]]:
+    """The cases to file (with their index in ``out``), and the villages they are in; a report
+    whose household or village is unknown gets its error in ``out``."""
     wanted = [r.data.household_id for r in ready.values() if r.data.household_id]
     households = dict(known or {})
     households.update(households_by_id(conn, [h for h in wanted if h not in households]))
@@ -190,6 +197,12 @@ def _file(ctx: Context, conn: Connection, ready: dict[int, _Ready], out: list, n
             creates.append((i, _create(ctx, r, households, villages, rules, now)))
         except HandlerError as exc:
             out[i] = exc
+    return creates, villages
+
+
+def _write(conn: Connection, creates: list[tuple[int, CaseCreate]], villages: dict[int, Village], out: list,
+           now: dt.datetime, record: Record | None) -> None:
+    """The write transaction of :func:`file`."""
     filed = file_cases(conn, [c for _, c in creates], now=now)
     for (i, c), f in zip(creates, filed, strict=True):
         if f.created and f.urgent:
