@@ -41,10 +41,12 @@ from storage.models import utcnow
 from storage.people import Sender, senders
 
 from . import texts
+from .chat_types import Inbound
 from .context import Context
-from .dialogue import STATE_TTL, _key
+from .dialogue_state import STATE_TTL
+from .dialogue_state import state_key as _key
+from .receipts import answered_record
 from .report import MAX_NAME, PHONE_RE, Ack, ReportInput, ack_message, file
-from .routing import Inbound, answered_record
 
 log = logging.getLogger(__name__)
 
