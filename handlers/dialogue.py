@@ -15,8 +15,9 @@ This module holds the entry points the dispatch table (:mod:`handlers.routing`) 
 are :mod:`handlers.dialogue_register` and :mod:`handlers.dialogue_details`, their shared state
 and the filing of the case :mod:`handlers.dialogue_state`.
 
-Voice: ``Recognition`` is used when WeChat filled it in; otherwise the voice is attached to the
-open case as evidence and the villager is asked for a few words of text or offered a call-back.
+Voice: ``Recognition`` is handled as typed text when WeChat filled it in (``routing.on_voice``);
+otherwise the voice is attached to the open case as evidence (:func:`on_voice` here) and the
+villager is asked for a few words of text or offered a call-back.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class _Filed:
 
 
 def _reply(ref: str, due: dt.datetime) -> str:
-    """What ``dialogue._file`` answers a report without risk types: the acknowledgement, then the menu."""
+    """What ``dialogue_state.file_case`` answers a report without risk types: the acknowledgement, then the menu."""
     return ack_message(ref, created=True, urgent=False, due_at=due) + "\n\n" + _ask_risk()
 
 
