@@ -16,8 +16,8 @@ from storage import session_scope
 from storage.inbound import get_region, regions_by_ids
 
 from . import chat_texts as T
+from .chat_types import Chatter, Inbound
 from .context import Context
-from .routing import Chatter, Inbound
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from storage.models import Household, WeChatUser
 from storage.people import bind_household, get_or_create_wechat_user, household_by_token
 
 from . import chat_texts as T
+from .chat_types import Chatter, Inbound
 from .context import Context
-from .routing import Chatter, Inbound
 
 SCENE_PREFIX = "hh:"
 

@@ -41,10 +41,12 @@ from storage.models import utcnow
 from storage.people import Sender, senders
 
 from . import texts
+from .chat_types import Inbound
 from .context import Context
-from .dialogue import STATE_TTL, _key
+from .dialogue_state import STATE_TTL
+from .dialogue_state import state_key as _key
+from .receipts import answered_record
 from .report import MAX_NAME, PHONE_RE, Ack, ReportInput, ack_message, file
-from .routing import Inbound, answered_record
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class _Filed:
 
 
 def _reply(ref: str, due: dt.datetime) -> str:
-    """What ``dialogue._file`` answers a report without risk types: the acknowledgement, then the menu."""
+    """What ``dialogue_state.file_case`` answers a report without risk types: the acknowledgement, then the menu."""
     return ack_message(ref, created=True, urgent=False, due_at=due) + "\n\n" + _ask_risk()
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from storage import Connection, IntegrityError, Session, session_on, session_scope
 from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases, filed_before
 from storage.db import reading, writing
-from storage.enums import Channel, RiskType
+from storage.enums import Channel, ProcedureStep, RiskType
 from storage.households import HouseholdPlace, households_by_id
 from storage.inbound import regions_by_ids
 from storage.models import Case, Region, utcnow
@@ -28,6 +28,8 @@ from . import texts
 from .context import Context
 from .deadlines import DEFAULT_STEP_DAYS, is_overdue
 from .errors import HandlerError, NotFound, ValidationError
+from .pii import find_pii, mask_pii
+from .understanding import classify
 
 PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
 MAX_NAME = 32
@@ -95,8 +97,6 @@ def _validate(ctx: Context, data: ReportInput) -> tuple[str, list[str], str]:
 
 
 def _understand(description: str):
-    from .understanding import classify
-
     return classify(description)
 
 
@@ -120,8 +120,6 @@ def _prepare(ctx: Context, data: ReportInput) -> _Ready:
     reasons = list(data.urgent_reasons)
     pii_id, pii_phone = None, None
     if description:
-        from .pii import find_pii, mask_pii
-
         found = find_pii(description)
         pii_id = found.id_numbers[0] if found.id_numbers else None
         pii_phone = found.phones[0] if found.phones else None
@@ -336,8 +334,6 @@ def progress(
     ctx: Context, *, reporter_id: int | None = None, household_id: int | None = None,
     now: dt.datetime | None = None, limit: int = 10,
 ) -> list[ProgressItem]:
-    from storage.enums import ProcedureStep
-
     now = now or utcnow()
     with session_scope(ctx.engine) as session:
         cases = cases_for_reporter(session, reporter_id=reporter_id, household_id=household_id, limit=limit)

@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 import click
 
+from .evaluate import evaluate, read_jsonl
+from .rules import classify
+
 __all__ = ["main"]
 
 
@@ -72,8 +75,6 @@ def classify_command(jsonl: bool, text: tuple[str, ...]) -> None:
       huinong understanding classify 我爸脑梗住院了 押金交不起
       echo '{"id": 1, "text": "小额贷款能贷多少"}' | huinong understanding classify --jsonl
     """
-    from . import classify
-
     if not jsonl:
         message = " ".join(text) if text else sys.stdin.read()
         u = classify(message)
@@ -121,9 +122,6 @@ def eval_command(path: str) -> None:
     Example:
       huinong understanding eval ../shared/eval/reports_dev.jsonl
     """
-    from . import classify
-    from .evaluate import evaluate, read_jsonl
-
     try:
         with open(path, encoding="utf-8") as f:
             rows = read_jsonl(f)

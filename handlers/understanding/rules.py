@@ -39,14 +39,26 @@ Every decision is recorded in ``reasons`` in Chinese, so staff can see why a cas
 
 from __future__ import annotations
 
-import bisect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from storage.enums import RiskType
 
 from ..pii import mask_pii
+from .clauses import (
+    CJK_RE,
+    Scan,
+    filler_only,
+    greeting_only,
+    is_full,
+    is_negated,
+    is_perfective,
+    join_hits,
+    mark_clauses,
+    question_text,
+    scan_text,
+)
 from .vocabulary import Hit, Vocabulary, load_vocabulary, normalize
 
 __all__ = ["Intent", "Understanding", "classify"]
@@ -98,19 +110,9 @@ class Understanding:
         }
 
 
-# Clause separators: punctuation (after NFKC, so full-width forms are ASCII) and whitespace.
-_CLAUSE_RE = re.compile(r"[^,.!?;:~、。\s…\"'“”‘’()\[\]【】《》]+")
-# A negator right before a term in its clause, with at most two light words in between.
-_NEGATION_RE = re.compile(
-    r"(?:没有|没得|莫得|冇|并没有|并没|从没|从来没|从未|还没有|还没|不是|不用|不会|不要|不至于|不算|没|不|未|无|别)"
-    r"(?:有|是|再|被|要|用|会|曾|太|啥|什么|怎么|咋|得|到|在|也|都|算|过|遭|受|人){0,2}$"
-)
 # "How do I report …" is a question about reporting, not a report.
 _ASKING_HOW_RE = re.compile(r"(?:怎么|怎样|如何|咋|哪里|在哪|能不能|可以|可不可以)[^,。!?\s]{0,2}$")
 _PII_RUN_RE = re.compile(r"[0-9*]{7,}[Xx]?")
-_SELF_RE = re.compile(r"(?:我|俺|咱)(?:家|们|们家)?(?:是|属于|为|也是|就是)[^,。!?\s]{0,8}$")
-_PERFECTIVE_RE = re.compile(r"^[^,。!?\s]{0,2}?(?:了|过|啦|咯|掉)")
-_CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
 _URGENT_LABELS = {
     "medical": "就医",
@@ -130,113 +132,6 @@ _URGENT_LABELS = {
 _RISK_ORDER = {r: i for i, r in enumerate(RiskType)}
 
 
-@dataclass
-class _Clause:
-    start: int
-    end: int
-    framed: bool = False
-    question: bool = False
-    anchored: bool = False
-    stale: bool = False
-    worried: bool = False
-    generic: bool = False
-    progress: bool = False
-
-
-@dataclass
-class _Scan:
-    text: str
-    clauses: list[_Clause]
-    starts: list[int]
-    hits: dict[str, list[Hit]] = field(default_factory=dict)
-
-    def clause_of(self, pos: int) -> _Clause:
-        i = bisect.bisect_right(self.starts, pos) - 1
-        return self.clauses[max(i, 0)]
-
-
-def _scan(text: str, vocab: Vocabulary) -> _Scan:
-    clauses = [_Clause(m.start(), m.end()) for m in _CLAUSE_RE.finditer(text)] or [_Clause(0, len(text))]
-    scan = _Scan(text, clauses, [c.start for c in clauses])
-    scan.hits = vocab.scan(text)
-    # A plea (咋办, 怎么办) is not an interrogative: drop the 怎么 inside 怎么办.
-    questions = scan.hits.pop("question", [])
-    pleas = [h for h in questions if h.term.key == "plea"]
-    scan.hits["plea"] = pleas
-    scan.hits["asking"] = [
-        h
-        for h in questions
-        if h.term.key != "plea" and not any(p.start < h.end and h.start < p.end for p in pleas)
-    ]
-    return scan
-
-
-def _negated(scan: _Scan, hit: Hit) -> bool:
-    clause = scan.clause_of(hit.start)
-    return bool(_NEGATION_RE.search(scan.text[clause.start : hit.start]))
-
-
-def _perfective(scan: _Scan, hit: Hit) -> bool:
-    clause = scan.clause_of(hit.start)
-    return bool(_PERFECTIVE_RE.match(scan.text[hit.end : clause.end]))
-
-
-def _mark_clauses(scan: _Scan) -> None:
-    def mark(group: str, attr: str) -> None:
-        for h in scan.hits.get(group, ()):
-            setattr(scan.clause_of(h.start), attr, True)
-
-    mark("frame", "framed")
-    mark("asking", "question")
-    mark("stale", "stale")
-    # Long past (去年, 前年 …) carries forward to the following clauses until a recent marker
-    # (昨天, 现在, 又 …): "前年从房上摔下来 腰摔断了 现在瘫在炕上".
-    # Within one clause a recent marker wins: "之前住过院 现在又住院了", "刚做了手术".
-    recent = {id(scan.clause_of(h.start)) for h in scan.hits.get("recent", ())}
-    # A completion marker (丧事办完, 都过去了) makes everything before it past as well.
-    done = [h.start for h in scan.hits.get("stale", ()) if h.term.key == "done"]
-    if done:
-        for clause in scan.clauses:
-            if clause.start <= max(done):
-                clause.stale = True
-    carrying = False
-    for clause in scan.clauses:
-        if id(clause) in recent:
-            carrying = False
-        elif clause.stale:
-            carrying = True
-        clause.stale = carrying
-    mark("worry", "worried")
-    for h in scan.hits.get("generic", ()):
-        clause = scan.clause_of(h.start)
-        # 我家是监测户 / 我是陵川县的脱贫户: the sender describing themselves, not "households" in general.
-        if _SELF_RE.search(scan.text[clause.start : h.start]):
-            clause.anchored = True
-        else:
-            clause.generic = True
-    mark("progress", "progress")
-    mark("person", "anchored")
-    mark("time", "anchored")
-    for h in scan.hits.get("hardship", ()):
-        clause = scan.clause_of(h.start)
-        if not clause.generic and not _negated(scan, h):
-            clause.anchored = True
-
-
-def _full(scan: _Scan, hit: Hit) -> bool:
-    """True when the term reports something that happened (see the module docstring, step 4)."""
-    clause = scan.clause_of(hit.start)
-    if clause.framed or clause.progress or _negated(scan, hit):
-        return False
-    if clause.question and not clause.anchored and not _perfective(scan, hit):
-        return False
-    return True
-
-
-def _join(hits: list[Hit]) -> str:
-    return "、".join(dict.fromkeys(h.text for h in hits))
-
-
 def _risk_types(hits: list[Hit]) -> list[RiskType]:
     """Risk types of the given risk hits; a deferred match is dropped when its target is present.
 
@@ -248,38 +143,19 @@ def _risk_types(hits: list[Hit]) -> list[RiskType]:
     return sorted(types, key=_RISK_ORDER.__getitem__)
 
 
-def _cue_types(scan: _Scan, reasons: list[str]) -> list[RiskType]:
+def _cue_types(scan: Scan, reasons: list[str]) -> list[RiskType]:
     """When no term names a type, the most frequent single-character cues (摔 → 因意外事故,
     窑 → 住房安全) pick one; with no cue at all the report is filed under 其他."""
     counts: dict[str, list[Hit]] = {}
     for h in scan.hits.get("cue", ()):
-        if not _negated(scan, h):
+        if not is_negated(scan, h):
             counts.setdefault(h.term.key, []).append(h)
     if not counts:
         return [RiskType.OTHER]
     best = max(len(v) for v in counts.values())
     types = sorted((RiskType(k) for k, v in counts.items() if len(v) == best), key=_RISK_ORDER.__getitem__)
-    reasons.append("按字面线索推断：" + "；".join(f"{t.label}（{_join(counts[t.value])}）" for t in types))
+    reasons.append("按字面线索推断：" + "；".join(f"{t.label}（{join_hits(counts[t.value])}）" for t in types))
     return types
-
-
-def _rest(scan: _Scan, groups: tuple[str, ...]) -> str:
-    """The text with every hit of ``groups`` removed."""
-    keep = [True] * len(scan.text)
-    for group in groups:
-        for h in scan.hits.get(group, ()):
-            keep[h.start : h.end] = [False] * (h.end - h.start)
-    return "".join(ch for ch, k in zip(scan.text, keep, strict=True) if k)
-
-
-def _greeting_only(scan: _Scan) -> bool:
-    if not scan.hits.get("greeting"):
-        return False
-    return not re.sub(r"[\W_]+", "", _rest(scan, ("greeting", "greeting_filler", "filler")))
-
-
-def _filler_only(scan: _Scan) -> bool:
-    return len(_CJK_RE.findall(_rest(scan, ("filler",)))) < 2
 
 
 def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understanding:
@@ -297,8 +173,8 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     norm = vocab.rewrite(normalize(_PII_RUN_RE.sub(" ", mask_pii(text or ""))).strip())
     if not norm:
         return Understanding(Intent.OTHER, reasons=("空消息",))
-    scan = _scan(norm, vocab)
-    _mark_clauses(scan)
+    scan = scan_text(norm, vocab)
+    mark_clauses(scan)
     reasons: list[str] = []
 
     risk_hits = scan.hits.get("risk", [])
@@ -315,22 +191,22 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
             )
         )
     ]
-    full_risk = [h for h in risk_hits if _full(scan, h)]
-    mentioned = [h for h in risk_hits if not _negated(scan, h) and not scan.clause_of(h.start).progress]
-    negated = [h for h in risk_hits + scan.hits.get("urgent", []) if _negated(scan, h)]
+    full_risk = [h for h in risk_hits if is_full(scan, h)]
+    mentioned = [h for h in risk_hits if not is_negated(scan, h) and not scan.clause_of(h.start).progress]
+    negated = [h for h in risk_hits + scan.hits.get("urgent", []) if is_negated(scan, h)]
     if negated:
-        reasons.append(f"否定，未计入：{_join(negated)}")
+        reasons.append(f"否定，未计入：{join_hits(negated)}")
 
     # ---- report score
     report = 0.0
     urgent_hits: list[Hit] = []
     calm: list[Hit] = []
-    hardship = [h for h in scan.hits.get("hardship", []) if _full(scan, h)]
+    hardship = [h for h in scan.hits.get("hardship", []) if is_full(scan, h)]
     hardship = [h for h in hardship if not scan.clause_of(h.start).generic]
     money_trouble = any(h.term.money for h in hardship)
     sudden = any(h.term.key == "sudden" for h in scan.hits.get("recent", ()))
     for h in scan.hits.get("urgent", []):
-        if not _full(scan, h):
+        if not is_full(scan, h):
             continue
         clause = scan.clause_of(h.start)
         # A grave diagnosis (癌, 脑梗, 查出) is sudden severe hardship when it is recent (昨天,
@@ -344,20 +220,20 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     if urgent_hits:
         report += 3
     if calm:
-        reasons.append(f"已过去、仅是担心或未到急需，不计紧急：{_join(calm)}")
+        reasons.append(f"已过去、仅是担心或未到急需，不计紧急：{join_hits(calm)}")
     asks = [
         h
         for h in scan.hits.get("report_ask", [])
-        if _full(scan, h)
+        if is_full(scan, h)
         and not scan.text.startswith("的", h.end)  # 我申报的事: a reference, not a wish
         and not _ASKING_HOW_RE.search(scan.text[scan.clause_of(h.start).start : h.start])
     ]
     if asks:
         report += 3
-        reasons.append(f"申报意愿：{_join(asks)}")
+        reasons.append(f"申报意愿：{join_hits(asks)}")
     if hardship:
         report += 2
-        reasons.append(f"困难表述：{_join(hardship)}")
+        reasons.append(f"困难表述：{join_hits(hardship)}")
     has_person = bool(scan.hits.get("person"))
     best = 0.0
     for h in full_risk:
@@ -366,7 +242,7 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
         if h.term.neutral:  # 打工, 上学: names the type, proves no hardship
             continue
         score = (0.5 if h.term.topic else 1.0) + (0.5 if has_person else 0.0)
-        score += 1.0 if (timed or _perfective(scan, h)) else 0.0
+        score += 1.0 if (timed or is_perfective(scan, h)) else 0.0
         best = max(best, score)
     report += best
 
@@ -379,13 +255,13 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     question = (2.0 if asking else 0.0) + (1.0 if pleas else 0.0)
     question += min(2, len({h.text for h in policy})) + (1.0 if frames else 0.0) + (1.0 if generic else 0.0)
     if asking:
-        reasons.append(f"提问：{_join(asking)}")
+        reasons.append(f"提问：{join_hits(asking)}")
     if pleas:
-        reasons.append(f"求助语气：{_join(pleas)}")
+        reasons.append(f"求助语气：{join_hits(pleas)}")
     if policy:
-        reasons.append(f"政策词：{_join(policy)}")
+        reasons.append(f"政策词：{join_hits(policy)}")
     if frames or generic:
-        reasons.append(f"假设或泛指：{_join(frames + generic)}")
+        reasons.append(f"假设或泛指：{join_hits(frames + generic)}")
 
     def done(intent: Intent, **kw) -> Understanding:
         return Understanding(
@@ -400,24 +276,24 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
     # ---- decide
     progress = scan.hits.get("progress", [])
     if progress and report < 3:
-        reasons.append(f"进度查询：{_join(progress)}")
+        reasons.append(f"进度查询：{join_hits(progress)}")
         return done(Intent.PROGRESS)
     thanks = [h for h in scan.hits.get("greeting", ()) if "谢" in h.text or "感" in h.text]
-    if _greeting_only(scan) or (
+    if greeting_only(scan) or (
         # 谢谢你们帮我家修房子: thanks with some words around it, but nothing to act on
         thanks and report == 0 and question == 0 and not risk_hits and not scan.hits.get("distress")
     ):
-        reasons.append(f"问候：{_join(scan.hits['greeting'])}")
+        reasons.append(f"问候：{join_hits(scan.hits['greeting'])}")
         return done(Intent.GREETING)
 
     # Backoff for phrasings the table does not know: a narrative with distress words and no
     # question at all ("老汉上山砍柴滚下来 肋骨断了三根") is someone telling of their trouble.
     narrative = False
     if report < 1 and question == 0 and not progress and not scan.hits.get("greeting"):
-        distress = [h for h in scan.hits.get("distress", []) if not _negated(scan, h)]
-        if len(distress) >= 2 or (distress and len(_CJK_RE.findall(norm)) >= 10):
+        distress = [h for h in scan.hits.get("distress", []) if not is_negated(scan, h)]
+        if len(distress) >= 2 or (distress and len(CJK_RE.findall(norm)) >= 10):
             narrative = True
-            reasons.append(f"叙述困难且无提问：{_join(distress)}")
+            reasons.append(f"叙述困难且无提问：{join_hits(distress)}")
 
     if narrative or report >= 2.5 or (report >= 1 and report >= question):
         types = _risk_types(full_risk) or _risk_types(mentioned) or _cue_types(scan, reasons)
@@ -427,12 +303,12 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
             rt = RiskType(h.term.key)
             if rt in chosen:
                 by_type.setdefault(rt, []).append(h)
-        risk_reasons = [f"{rt.label}：{_join(by_type[rt])}" for rt in types if rt in by_type]
+        risk_reasons = [f"{rt.label}：{join_hits(by_type[rt])}" for rt in types if rt in by_type]
         if types == [RiskType.OTHER] and not by_type:
             risk_reasons = ["其他：未见具体风险类别词"]
         for family in dict.fromkeys(h.term.key for h in urgent_hits):
             label = _URGENT_LABELS.get(family, family)
-            risk_reasons.append(f"紧急（{label}）：{_join([h for h in urgent_hits if h.term.key == family])}")
+            risk_reasons.append(f"紧急（{label}）：{join_hits([h for h in urgent_hits if h.term.key == family])}")
         reasons[:0] = risk_reasons
         reasons.append(
             "判定：申报（未见提问的困难叙述）"
@@ -447,30 +323,14 @@ def classify(text: str, *, vocabulary: Vocabulary | None = None) -> Understandin
             risk_types=tuple(types),
             urgent=bool(urgent_hits),
             also_question=also,
-            question_text=_question_text(scan, asking, risk_hits) if also else None,
+            question_text=question_text(scan, asking, risk_hits) if also else None,
         )
 
-    has_words = bool(_CJK_RE.search(norm))
+    has_words = bool(CJK_RE.search(norm))
     if has_words and (
-        question > 0 or risk_hits or len(_CJK_RE.findall(norm)) >= 3 and not _filler_only(scan)
+        question > 0 or risk_hits or len(CJK_RE.findall(norm)) >= 3 and not filler_only(scan)
     ):
         reasons.append(f"判定：提问（提问分 {question:g}，申报分 {report:g}）")
         return done(Intent.QUESTION, question_text=mask_pii(text.strip()))
     reasons.append("判定：其他（无可识别内容）")
     return done(Intent.OTHER)
-
-
-def _question_text(scan: _Scan, asking: list[Hit], risk_hits: list[Hit]) -> str:
-    """The clauses that ask something, with the risk words of the rest prepended for context."""
-    clauses: list[_Clause] = []
-    for h in asking:
-        c = scan.clause_of(h.start)
-        if c not in clauses:
-            clauses.append(c)
-    # A bare "多少" needs the clause before it ("住院了 能报多少").
-    parts = [scan.text[c.start : c.end] for c in clauses]
-    inside = [h for h in risk_hits if any(c.start <= h.start < c.end for c in clauses)]
-    if not inside:
-        context = list(dict.fromkeys(h.text for h in risk_hits))
-        parts = context + parts
-    return mask_pii(" ".join(parts))
