@@ -11,16 +11,8 @@ This package imports nothing from the rest of the project. Importing it is cheap
 faiss and the embedding model load only when a knowledge base is built or loaded.
 """
 
+from knowledge.base import KnowledgeBase
 from knowledge.hits import Answer, Hit, SearchResult
 from knowledge.index import StaleIndexError
 
 __all__ = ["KnowledgeBase", "StaleIndexError", "Hit", "SearchResult", "Answer"]
-
-
-def __getattr__(name: str):
-    # Deferred so that importing the package does not load jieba (knowledge.base needs it).
-    if name == "KnowledgeBase":
-        from knowledge.base import KnowledgeBase
-
-        return KnowledgeBase
-    raise AttributeError(name)
