@@ -17,13 +17,10 @@ the header: "指标：…；2020年：…；2025年：…；属性：约束性".
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from knowledge.passage import Passage
+from knowledge.repair import TableBlock
 from knowledge.spans import Span
-
-if TYPE_CHECKING:  # pragma: no cover
-    from knowledge.repair import TableBlock
 
 __all__ = ["parse_rows", "table_passages"]
 
