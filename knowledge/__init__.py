@@ -11,14 +11,8 @@ This package imports nothing from the rest of the project. Importing it is cheap
 faiss and the embedding model load only when a knowledge base is built or loaded.
 """
 
+from knowledge.base import KnowledgeBase
+from knowledge.hits import Answer, Hit, SearchResult
 from knowledge.index import StaleIndexError
 
 __all__ = ["KnowledgeBase", "StaleIndexError", "Hit", "SearchResult", "Answer"]
-
-
-def __getattr__(name: str):
-    if name in ("KnowledgeBase", "Hit", "SearchResult", "Answer"):
-        from knowledge import base
-
-        return getattr(base, name)
-    raise AttributeError(name)

@@ -3,12 +3,10 @@ passage when it adds something, and the hint for "更多" -- within WeChat's rep
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from knowledge.hits import Answer, Hit, SearchResult
 from knowledge.spans import check_runs, text_of_runs
-
-if TYPE_CHECKING:  # pragma: no cover
-    from knowledge.base import Answer, Hit, KnowledgeBase, SearchResult
 
 __all__ = ["compose", "verified_quote", "citation", "REPLY_LIMIT_BYTES"]
 
@@ -28,7 +26,15 @@ MAX_PASSAGES = 6
 RELEVANT_FRACTION = 0.6
 
 
-def verified_quote(kb: KnowledgeBase, hit: Hit) -> str:
+class Sources(Protocol):
+    """Where passages are quoted from: a :class:`~knowledge.base.KnowledgeBase`."""
+
+    def source(self, doc: str) -> str:
+        """The original text of document ``doc``."""
+        ...
+
+
+def verified_quote(kb: Sources, hit: Hit) -> str:
     """The passage as it will be quoted, after checking it against the source file.
 
     A clause is quoted as its repaired text, which is made only of source runs inside
@@ -76,10 +82,8 @@ def _adds_something(first: Hit, second: Hit) -> bool:
     return len(b - a) >= 0.3 * max(1, len(b))
 
 
-def compose(kb: KnowledgeBase, question: str, res: SearchResult, offset: int = 0) -> Answer:
-    """Build the :class:`~knowledge.base.Answer` for a search result."""
-    from knowledge.base import Answer
-
+def compose(kb: Sources, question: str, res: SearchResult, offset: int = 0) -> Answer:
+    """Build the :class:`~knowledge.hits.Answer` for a search result."""
     if not res.answerable:
         text = PERSONAL if res.reason == "personal" else NOT_FOUND
         return Answer(text=text, answerable=False, passages=[], next_offset=None)

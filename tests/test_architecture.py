@@ -1,8 +1,12 @@
-"""The layer rules of STYLE.md §5, enforced by walking every module's imports."""
+"""The layer rules of STYLE.md §5: every module's imports walked here, and the import
+contracts of pyproject.toml ([tool.importlinter]: layers, third-party boundaries, no cycles)
+checked by import-linter."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +50,13 @@ def test_layer_rules(package):
         if hits:
             bad.append(f"{rel}: {sorted(hits)}")
     assert not bad, "layer rule broken:\n" + "\n".join(bad)
+
+
+def test_import_contracts():
+    """``lint-imports`` keeps every contract in pyproject.toml (its report is the failure message)."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    assert lint_imports.exists(), "import-linter is not installed: pip install -e '.[dev]'"
+    run = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, "import contracts broken:\n" + run.stdout + run.stderr

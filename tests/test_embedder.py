@@ -15,7 +15,7 @@ import sys
 import numpy
 import pytest
 
-from knowledge import e5convert
+from knowledge import e5convert, e5folder, e5format
 from knowledge.embedder import (
     MANIFEST_NAME,
     Embedder,
@@ -165,9 +165,9 @@ def test_crash_mid_conversion_leaves_nothing_that_looks_valid(tmp_path, monkeypa
         (folder / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(e5convert, "_write_folder", explode)
+    monkeypatch.setattr(e5folder, "_write_folder", explode)
     with pytest.raises(KeyboardInterrupt):
-        e5convert.convert(tmp_path / "out", log=lambda m: None)
+        e5folder.convert(tmp_path / "out", log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -183,8 +183,8 @@ def test_ensure_converted_replaces_a_half_written_cache(tmp_path, monkeypatch):
         calls.append((out, force))
         return out
 
-    monkeypatch.setattr(e5convert, "convert", fake_convert)
-    assert e5convert.ensure_converted(tmp_path, log=lambda m: None) == folder
+    monkeypatch.setattr(e5folder, "convert", fake_convert)
+    assert e5folder.ensure_converted(tmp_path, log=lambda m: None) == folder
     assert calls == [(folder, True)]
     assert not stale.exists()
 
@@ -196,7 +196,7 @@ def test_q4_0_dequantisation_layout():
     # One block: scale 0.5, byte j = low nibble j, high nibble (15 - j).
     qs = bytes((j | ((15 - j) << 4)) for j in range(16))
     raw = numpy.float16(0.5).tobytes() + qs
-    out = e5convert._dequantize_q4_0(memoryview(raw), (1, 32), "t")
+    out = e5format._dequantize_q4_0(memoryview(raw), (1, 32), "t")
     expected = [(j - 8) * 0.5 for j in range(16)] + [(15 - j - 8) * 0.5 for j in range(16)]
     numpy.testing.assert_array_equal(out[0], numpy.array(expected, dtype=numpy.float32))
 
