@@ -82,9 +82,10 @@ def file_batch(ctx: Context, msgs: list[Inbound], *, state_in_db: bool,
     senders in ``busy``: a dialogue is open in a key-value store other than the database).
 
     The senders are read first (on SQLite outside the write transaction, without the write lock;
-    on PostgreSQL in it, which saves a connection and three round trips); the reports chosen go to :func:`handlers.report.file`, the one write path, whose transaction
-    also records each message with its reply and, when the dialogue states live in the database,
-    the states that continue the conversation.
+    on PostgreSQL in it, which saves a connection and three round trips); the reports chosen go to
+    :func:`handlers.report.file`, the one write path, whose transaction also records each message
+    with its reply and, when the dialogue states live in the database, the states that continue
+    the conversation.
 
     Raises (``IntegrityError`` above all: a retry, or a copy racing on another worker) when the
     batch as a whole cannot be committed: then nothing of it was written.
