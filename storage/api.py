@@ -45,15 +45,6 @@ def revoke_api_session(session: Session, token_hash: str) -> bool:
     return True
 
 
-def revoke_user_sessions(session: Session, user_id: int) -> int:
-    rows = list(session.exec(select(ApiSession).where(ApiSession.user_id == user_id, ApiSession.revoked.is_(False))))
-    for row in rows:
-        row.revoked = True
-        session.add(row)
-    session.flush()
-    return len(rows)
-
-
 def wechat_user(session: Session, user_id: int) -> WeChatUser | None:
     return session.get(WeChatUser, user_id)
 

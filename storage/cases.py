@@ -7,7 +7,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, bindparam, func, literal, union_all, update
+from sqlalchemy import Integer, bindparam, literal, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
@@ -210,10 +210,6 @@ def set_risk_types(session: Session, case: Case, risk_types: Sequence[str]) -> N
     session.add(case)
 
 
-def case_by_inbound_key(session: Session, key: str) -> Case | None:
-    return session.exec(select(Case).where(Case.inbound_key == key)).first()
-
-
 def case_by_ref(session: Session, ref: str) -> Case | None:
     return session.exec(select(Case).where(Case.ref == ref.strip().upper())).first()
 
@@ -306,10 +302,6 @@ def attachments_of(session: Session, case_id: int) -> list[Attachment]:
     return list(session.exec(select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)))
 
 
-def count_cases(session: Session) -> int:
-    return session.exec(select(func.count()).select_from(Case)).one()
-
-
 # --- inbound WeChat messages -------------------------------------------------------------
 
 
@@ -328,17 +320,3 @@ def claim_inbound(session: Session, *, source: str, dedupe_key: str, msg_type: s
             select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
         ).one()
         return row, False
-
-
-def store_reply(session: Session, row: InboundMessage, reply: str, *, case_id: int | None = None) -> None:
-    row.reply = reply
-    if case_id is not None:
-        row.case_id = case_id
-    session.add(row)
-    session.flush()
-
-
-def inbound_reply(session: Session, *, source: str, dedupe_key: str) -> InboundMessage | None:
-    return session.exec(
-        select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
-    ).first()

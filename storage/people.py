@@ -111,11 +111,6 @@ def household_by_token(session: Session, token: str) -> Household | None:
     return session.exec(select(Household).where(Household.bind_token == token)).first()
 
 
-def households_by_id_number(session: Session, cipher: DataCipher, id_number: str) -> list[Household]:
-    idx = cipher.blind_index(id_number)
-    return list(session.exec(select(Household).where(Household.id_number_idx == idx)))
-
-
 def get_or_create_wechat_user(session: Session, *, openid: str, app: str = "oa") -> WeChatUser:
     """The row for ``openid``; created on first sight, race-safe through the unique constraint."""
     stmt = select(WeChatUser).where(WeChatUser.app == app, WeChatUser.openid == openid)

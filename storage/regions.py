@@ -69,10 +69,6 @@ def region_label(session: Session, region: Region | None) -> str:
     return "".join(r.name for r in ancestors(session, region))
 
 
-def children(session: Session, region: Region) -> list[Region]:
-    return list(session.exec(select(Region).where(Region.parent_id == region.id).order_by(Region.id)))
-
-
 def set_deadline(session: Session, *, step: str, working_days: int, region: Region | None = None) -> DeadlineRule:
     rid = region.id if region else None
     rule = session.exec(
