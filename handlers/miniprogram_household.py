@@ -10,11 +10,12 @@ from __future__ import annotations
 import hmac
 
 from storage import session_scope
-from storage.api import household_by_id, households_in_villages, villages_named, wechat_user
+from storage.api import households_in_villages, villages_named
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import HouseholdCategory
+from storage.households import get_household
 from storage.models import Household
-from storage.people import household_by_token
+from storage.people import household_by_token, wechat_user
 from storage.regions import ancestors, get_region
 
 from . import miniprogram_models as M
@@ -47,7 +48,7 @@ def my_household(ctx: Context, user_id: int) -> M.Household | None:
         user = wechat_user(session, user_id)
         if user is None or user.household_id is None:
             return None
-        hh = household_by_id(session, user.household_id)
+        hh = get_household(session, user.household_id)
         return household_view(ctx, session, hh) if hh else None
 
 

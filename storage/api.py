@@ -12,7 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from .models import ApiSession, Attachment, Case, Household, IdempotencyRecord, Region, WeChatUser, utcnow
+from .models import ApiSession, Attachment, Household, IdempotencyRecord, Region, WeChatUser, utcnow
 
 # --- sessions ------------------------------------------------------------------------------
 
@@ -43,10 +43,6 @@ def revoke_api_session(session: Session, token_hash: str) -> bool:
     session.add(row)
     session.flush()
     return True
-
-
-def wechat_user(session: Session, user_id: int) -> WeChatUser | None:
-    return session.get(WeChatUser, user_id)
 
 
 def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None:
@@ -114,14 +110,6 @@ def households_in_villages(session: Session, village_ids: list[int]) -> list[Hou
 def villages_named(session: Session, name: str) -> list[Region]:
     stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
     return list(session.exec(stmt))
-
-
-def household_by_id(session: Session, household_id: int) -> Household | None:
-    return session.get(Household, household_id)
-
-
-def case_by_id(session: Session, case_id: int) -> Case | None:
-    return session.get(Case, case_id)
 
 
 # --- uploads -------------------------------------------------------------------------------

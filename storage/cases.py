@@ -210,6 +210,10 @@ def set_risk_types(session: Session, case: Case, risk_types: Sequence[str]) -> N
     session.add(case)
 
 
+def get_case(session: Session, case_id: int | None) -> Case | None:
+    return session.get(Case, case_id) if case_id is not None else None
+
+
 def case_by_ref(session: Session, ref: str) -> Case | None:
     return session.exec(select(Case).where(Case.ref == ref.strip().upper())).first()
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Integer, select
 from sqlalchemy.engine import Connection
+from sqlmodel import Session
 
 from .db import one_of
 from .models import Household, Region
@@ -39,3 +40,7 @@ def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Househol
     if not wanted:
         return {}
     return {r.id: HouseholdPlace(*r) for r in conn.execute(_places(conn.dialect.name), {"ids": wanted})}
+
+
+def get_household(session: Session, household_id: int | None) -> Household | None:
+    return session.get(Household, household_id) if household_id is not None else None

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
 from .db import insert_rows
-from .models import Case, Household, InboundMessage, Region, WeChatUser, utcnow
+from .models import Case, InboundMessage, WeChatUser, utcnow
 
 # --- inbound messages --------------------------------------------------------------------
 
@@ -97,26 +97,7 @@ def save_reporter_details(
     return user
 
 
-def get_household(session: Session, household_id: int | None) -> Household | None:
-    return session.get(Household, household_id) if household_id is not None else None
-
-
-def get_region(session: Session, region_id: int | None) -> Region | None:
-    return session.get(Region, region_id) if region_id is not None else None
-
-
-def regions_by_ids(session: Session, ids: list[int]) -> list[Region]:
-    if not ids:
-        return []
-    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
-    return [rows[i] for i in ids if i in rows]
-
-
 # --- a case being completed in chat --------------------------------------------------------
-
-
-def get_case(session: Session, case_id: int | None) -> Case | None:
-    return session.get(Case, case_id) if case_id is not None else None
 
 
 def append_description(session: Session, case: Case, text: str, *, max_chars: int) -> Case:

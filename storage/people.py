@@ -126,6 +126,10 @@ def get_or_create_wechat_user(session: Session, *, openid: str, app: str = "oa")
     return user
 
 
+def wechat_user(session: Session, user_id: int | None) -> WeChatUser | None:
+    return session.get(WeChatUser, user_id) if user_id is not None else None
+
+
 def bind_household(session: Session, user: WeChatUser, household: Household) -> WeChatUser:
     user.household_id = household.id
     user.village_id = household.village_id
@@ -157,6 +161,10 @@ def create_staff(
     session.add(staff)
     session.flush()
     return staff
+
+
+def staff_by_id(session: Session, staff_id: int | None) -> StaffUser | None:
+    return session.get(StaffUser, staff_id) if staff_id is not None else None
 
 
 def staff_by_username(session: Session, username: str) -> StaffUser | None:

@@ -33,8 +33,16 @@ def create_region(session: Session, *, name: str, level: str, parent: Region | N
     return region
 
 
-def get_region(session: Session, region_id: int) -> Region | None:
-    return session.get(Region, region_id)
+def get_region(session: Session, region_id: int | None) -> Region | None:
+    return session.get(Region, region_id) if region_id is not None else None
+
+
+def regions_by_ids(session: Session, ids: list[int]) -> list[Region]:
+    """The regions of ``ids`` that exist, in the order of ``ids``."""
+    if not ids:
+        return []
+    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows]
 
 
 def find_region(session: Session, name: str, *, level: str | None = None) -> list[Region]:

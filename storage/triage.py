@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import true
 from sqlmodel import Session, select
 
-from .models import Case, CaseEvent, Household, Region, StaffUser, WeChatUser, utcnow
+from .models import Case, CaseEvent, Household, Region, WeChatUser, utcnow
 
 
 def case_in_scope(session: Session, case_id: int, region_path: str, *, for_update: bool = False) -> Case | None:
@@ -33,10 +33,6 @@ def update_case(session: Session, case: Case, *, now: dt.datetime | None = None,
     session.add(case)
     session.flush()
     return case
-
-
-def staff_by_id(session: Session, staff_id: int) -> StaffUser | None:
-    return session.get(StaffUser, staff_id)
 
 
 def households_in_village(session: Session, village_id: int) -> list[Household]:

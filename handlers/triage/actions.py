@@ -14,7 +14,8 @@ from storage import session_scope
 from storage.cases import add_event
 from storage.enums import AssistanceKind
 from storage.models import Case, Region, utcnow
-from storage.triage import household_in_scope, open_cases_of_household, staff_by_id, update_case
+from storage.people import staff_by_id
+from storage.triage import household_in_scope, open_cases_of_household, update_case
 
 from .. import triage_texts as T
 from ..context import Context

@@ -25,9 +25,10 @@ from storage.enums import (
     RiskType,
 )
 from storage.models import Case, Household, Region, utcnow
+from storage.people import staff_by_id
 from storage.queue import staff_under
 from storage.regions import ancestors, region_label
-from storage.triage import case_in_scope, cases_merged_into, households_in_village, staff_by_id
+from storage.triage import case_in_scope, cases_merged_into, households_in_village
 
 from .. import triage_texts as T
 from ..context import Context
