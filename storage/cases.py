@@ -306,6 +306,46 @@ def attachments_of(session: Session, case_id: int) -> list[Attachment]:
     return list(session.exec(select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)))
 
 
+def case_in_scope(session: Session, case_id: int, region_path: str, *, for_update: bool = False) -> Case | None:
+    """The case if it lies below ``region_path``; None otherwise (whether it exists or not)."""
+    stmt = select(Case).where(Case.id == case_id, Case.region_path.like(region_path + "%"))
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
+
+
+def case_by_ref_in_scope(session: Session, ref: str, region_path: str) -> Case | None:
+    stmt = select(Case).where(Case.ref == ref.strip().upper(), Case.region_path.like(region_path + "%"))
+    return session.exec(stmt).first()
+
+
+def update_case(session: Session, case: Case, *, now: dt.datetime | None = None, **fields: Any) -> Case:
+    for key, value in fields.items():
+        if not hasattr(case, key):
+            raise AttributeError(key)
+        setattr(case, key, value)
+    case.updated_at = now or utcnow()
+    session.add(case)
+    session.flush()
+    return case
+
+
+def events_with_action(session: Session, case_id: int, action: str) -> list[CaseEvent]:
+    stmt = select(CaseEvent).where(CaseEvent.case_id == case_id, CaseEvent.action == action).order_by(CaseEvent.id)
+    return list(session.exec(stmt))
+
+
+def open_cases_of_household(session: Session, household_id: int, *, exclude_id: int | None = None) -> list[Case]:
+    stmt = select(Case).where(Case.household_id == household_id, Case.closed_at.is_(None))
+    if exclude_id is not None:
+        stmt = stmt.where(Case.id != exclude_id)
+    return list(session.exec(stmt.order_by(Case.id)))
+
+
+def cases_merged_into(session: Session, case_id: int) -> list[Case]:
+    return list(session.exec(select(Case).where(Case.merged_into_id == case_id).order_by(Case.id)))
+
+
 # --- inbound WeChat messages -------------------------------------------------------------
 
 

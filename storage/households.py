@@ -1,4 +1,5 @@
-"""Households (户): the reads of the intake path. (Creating and binding: ``storage.people``.)"""
+"""Households (户): the reads of the intake path and the console's look-ups. (Creating and binding:
+``storage.people``.)"""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from sqlalchemy import Integer, select
+from sqlalchemy import Integer
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from .db import one_of
 from .models import Household, Region
@@ -30,7 +32,7 @@ _h, _r = Household.__table__, Region.__table__
 
 @functools.cache
 def _places(dialect: str):
-    return (select(_h.c.id, _h.c.head_name, _h.c.village_id, _r.c.name, _r.c.level, _r.c.path)
+    return (sa_select(_h.c.id, _h.c.head_name, _h.c.village_id, _r.c.name, _r.c.level, _r.c.path)
             .join(_r, _r.c.id == _h.c.village_id).where(one_of(_h.c.id, "ids", dialect, Integer())))
 
 
@@ -44,3 +46,16 @@ def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Househol
 
 def get_household(session: Session, household_id: int | None) -> Household | None:
     return session.get(Household, household_id) if household_id is not None else None
+
+
+def households_in_village(session: Session, village_id: int) -> list[Household]:
+    return list(session.exec(select(Household).where(Household.village_id == village_id).order_by(Household.id)))
+
+
+def household_in_scope(session: Session, household_id: int, region_path: str) -> Household | None:
+    stmt = (
+        select(Household)
+        .join(Region, Region.id == Household.village_id)
+        .where(Household.id == household_id, Region.path.like(region_path + "%"))
+    )
+    return session.exec(stmt).first()

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import String, bindparam, func, null
+from sqlalchemy import String, bindparam, func, null, true
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 
 from .crypto import DataCipher
 from .db import one_of
-from .models import Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
+from .models import Case, Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
 # scrypt parameters: ~50 ms per hash on the target machine, 16 MiB of memory.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -245,3 +245,19 @@ def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
     rows = conn.execute(_senders_stmt(conn.dialect.name, state_prefix is not None), {"app": app, "openids": list(openids),
                                                              "prefix": state_prefix})
     return {row.openid: Sender(*row) for row in rows}
+
+
+def villager_openids(session: Session, case: Case) -> list[str]:
+    """Official-account openids to tell the villager about ``case``: the reporter, else the household's."""
+    if case.reporter_id is not None:
+        user = session.get(WeChatUser, case.reporter_id)
+        if user is not None and user.app == "oa" and user.subscribed:
+            return [user.openid]
+    if case.household_id is not None:
+        stmt = (
+            select(WeChatUser.openid)
+            .where(WeChatUser.household_id == case.household_id, WeChatUser.app == "oa", WeChatUser.subscribed == true())
+            .order_by(WeChatUser.id)
+        )
+        return list(session.exec(stmt))
+    return []

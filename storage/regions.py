@@ -169,3 +169,8 @@ def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
 def path_ids(path: str) -> list[int]:
     """The region ids of a ``Region.path`` (``/1/4/9/``), from the root down."""
     return [int(x) for x in path.strip("/").split("/") if x]
+
+
+def region_in_scope(session: Session, region_id: int, region_path: str) -> Region | None:
+    stmt = select(Region).where(Region.id == region_id, Region.path.like(region_path + "%"))
+    return session.exec(stmt).first()

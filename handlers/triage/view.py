@@ -12,7 +12,7 @@ from typing import Any
 
 from storage import session_scope
 from storage.audit import audit
-from storage.cases import attachments_of, events_of
+from storage.cases import attachments_of, case_in_scope, cases_merged_into, events_of
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import (
     DECISION_STEPS,
@@ -24,11 +24,11 @@ from storage.enums import (
     ProcedureStep,
     RiskType,
 )
+from storage.households import households_in_village
 from storage.models import Case, Household, Region, utcnow
 from storage.people import staff_by_id
 from storage.queue import staff_under
 from storage.regions import ancestors, region_label
-from storage.triage import case_in_scope, cases_merged_into, households_in_village
 
 from .. import triage_texts as T
 from ..context import Context
