@@ -24,19 +24,17 @@ from storage import session_scope
 from storage.api import (
     api_session,
     claim_idempotency,
-    count_attachments,
     create_api_session,
     delete_pending_idempotency,
     finish_idempotency,
     idempotency_record,
     revoke_api_session,
-    set_unionid,
 )
-from storage.cases import add_event, attachments_of, case_by_ref, events_of, get_case
+from storage.cases import add_event, attachments_of, case_by_ref, count_attachments, events_of, get_case
 from storage.enums import Outcome, ProcedureStep, RiskType
 from storage.files import StoredFile
 from storage.models import Attachment, Case, utcnow
-from storage.people import get_or_create_wechat_user, wechat_user
+from storage.people import get_or_create_wechat_user, set_unionid, wechat_user
 
 from . import evidence, texts
 from . import miniprogram_texts as T

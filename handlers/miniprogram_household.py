@@ -10,13 +10,12 @@ from __future__ import annotations
 import hmac
 
 from storage import session_scope
-from storage.api import households_in_villages, villages_named
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import HouseholdCategory
-from storage.households import get_household
+from storage.households import get_household, households_in_villages
 from storage.models import Household
 from storage.people import household_by_token, wechat_user
-from storage.regions import ancestors, get_region
+from storage.regions import ancestors, get_region, villages_named
 
 from . import miniprogram_models as M
 from . import miniprogram_texts as T

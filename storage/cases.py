@@ -306,6 +306,18 @@ def attachments_of(session: Session, case_id: int) -> list[Attachment]:
     return list(session.exec(select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)))
 
 
+def attachment_by_path(session: Session, *, case_id: int, path: str) -> Attachment | None:
+    stmt = select(Attachment).where(Attachment.case_id == case_id, Attachment.path == path)
+    return session.exec(stmt).first()
+
+
+def count_attachments(session: Session, case_id: int, *, kind: str | None = None) -> int:
+    stmt = select(Attachment.id).where(Attachment.case_id == case_id)
+    if kind:
+        stmt = stmt.where(Attachment.kind == kind)
+    return len(session.exec(stmt).all())
+
+
 def case_in_scope(session: Session, case_id: int, region_path: str, *, for_update: bool = False) -> Case | None:
     """The case if it lies below ``region_path``; None otherwise (whether it exists or not)."""
     stmt = select(Case).where(Case.id == case_id, Case.region_path.like(region_path + "%"))

@@ -59,3 +59,10 @@ def household_in_scope(session: Session, household_id: int, region_path: str) ->
         .where(Household.id == household_id, Region.path.like(region_path + "%"))
     )
     return session.exec(stmt).first()
+
+
+def households_in_villages(session: Session, village_ids: list[int]) -> list[Household]:
+    if not village_ids:
+        return []
+    stmt = select(Household).where(Household.village_id.in_(village_ids)).order_by(Household.id)
+    return list(session.exec(stmt))

@@ -130,6 +130,13 @@ def wechat_user(session: Session, user_id: int | None) -> WeChatUser | None:
     return session.get(WeChatUser, user_id) if user_id is not None else None
 
 
+def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None:
+    if unionid and user.unionid != unionid:
+        user.unionid = unionid
+        session.add(user)
+        session.flush()
+
+
 def bind_household(session: Session, user: WeChatUser, household: Household) -> WeChatUser:
     user.household_id = household.id
     user.village_id = household.village_id

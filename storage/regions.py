@@ -174,3 +174,8 @@ def path_ids(path: str) -> list[int]:
 def region_in_scope(session: Session, region_id: int, region_path: str) -> Region | None:
     stmt = select(Region).where(Region.id == region_id, Region.path.like(region_path + "%"))
     return session.exec(stmt).first()
+
+
+def villages_named(session: Session, name: str) -> list[Region]:
+    stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
+    return list(session.exec(stmt))
