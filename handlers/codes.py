@@ -15,8 +15,7 @@ from storage import session_scope
 from storage.audit import audit
 from storage.enums import HouseholdCategory
 from storage.households import households_in_village
-from storage.queue import villages_under
-from storage.regions import region_in_scope, region_label
+from storage.regions import region_in_scope, region_label, villages_under
 
 from . import triage_texts as T
 from .context import Context

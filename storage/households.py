@@ -66,3 +66,10 @@ def households_in_villages(session: Session, village_ids: list[int]) -> list[Hou
         return []
     stmt = select(Household).where(Household.village_id.in_(village_ids)).order_by(Household.id)
     return list(session.exec(stmt))
+
+
+def households_by_ids(session: Session, ids: list[int]) -> dict[int, Household]:
+    """Households of a page of cases (ORM rows, on a Session), in one query."""
+    if not ids:
+        return {}
+    return {h.id: h for h in session.exec(select(Household).where(Household.id.in_(sorted(set(ids)))))}

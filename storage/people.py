@@ -1,4 +1,4 @@
-"""Households, WeChat identities and staff accounts."""
+"""Households (creating, binding), WeChat identities and staff accounts."""
 
 from __future__ import annotations
 
@@ -268,3 +268,21 @@ def villager_openids(session: Session, case: Case) -> list[str]:
         )
         return list(session.exec(stmt))
     return []
+
+
+def staff_under(session: Session, region_path: str) -> list[StaffUser]:
+    """Active staff whose region lies in the scope (for assignment)."""
+    stmt = (
+        select(StaffUser)
+        .join(Region, Region.id == StaffUser.region_id)
+        .where(Region.path.like(region_path + "%"), StaffUser.active == true())
+        .order_by(StaffUser.id)
+    )
+    return list(session.exec(stmt))
+
+
+def staff_names(session: Session, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    stmt = select(StaffUser.id, StaffUser.display_name).where(StaffUser.id.in_(sorted(set(ids))))
+    return {i: n for i, n in session.exec(stmt)}

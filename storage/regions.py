@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 import weakref
 from collections.abc import Iterable
@@ -15,6 +16,9 @@ from sqlmodel import Session, select
 
 from .db import one_of
 from .models import DeadlineRule, Region
+
+#: A ``Region.path`` (``/1/4/9/``; ``/`` is the whole tree): digits and slashes only.
+PATH_RE = re.compile(r"^/(\d+/)*$")
 
 
 def create_region(session: Session, *, name: str, level: str, parent: Region | None = None) -> Region:
@@ -178,4 +182,12 @@ def region_in_scope(session: Session, region_id: int, region_path: str) -> Regio
 
 def villages_named(session: Session, name: str) -> list[Region]:
     stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
+    return list(session.exec(stmt))
+
+
+def villages_under(session: Session, region_path: str) -> list[Region]:
+    """Villages in the scope, for the village filter."""
+    if not PATH_RE.match(region_path or ""):
+        raise ValueError(f"not a region path: {region_path!r}")
+    stmt = select(Region).where(Region.level == "village", Region.path.like(region_path + "%")).order_by(Region.path)
     return list(session.exec(stmt))

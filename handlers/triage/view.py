@@ -26,8 +26,7 @@ from storage.enums import (
 )
 from storage.households import households_in_village
 from storage.models import Case, Household, Region, utcnow
-from storage.people import staff_by_id
-from storage.queue import staff_under
+from storage.people import staff_by_id, staff_under
 from storage.regions import ancestors, region_label
 
 from .. import triage_texts as T
