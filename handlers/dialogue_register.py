@@ -11,9 +11,8 @@ import re
 
 from storage import session_scope
 from storage.cases import add_attachment, get_case
-from storage.inbound import save_reporter_details
 from storage.models import utcnow
-from storage.people import get_or_create_wechat_user
+from storage.people import get_or_create_wechat_user, save_reporter_details
 from storage.regions import find_villages, get_region
 
 from . import chat_texts as T

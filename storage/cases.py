@@ -1,4 +1,4 @@
-"""Cases, their timeline and evidence, and the inbound-message dedupe table."""
+"""Cases, their timeline and evidence. (The inbound-message dedupe table: ``storage.inbound``.)"""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Integer, bindparam, literal, union_all, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
 from .db import insert_rows, one_of
-from .models import Attachment, Case, CaseEvent, Household, InboundMessage, WeChatUser, utcnow
+from .models import Attachment, Case, CaseEvent, Household, WeChatUser, utcnow
 from .refs import take_refs
 
 OPEN = Case.closed_at.is_(None)  # type: ignore[union-attr]
@@ -358,21 +357,31 @@ def cases_merged_into(session: Session, case_id: int) -> list[Case]:
     return list(session.exec(select(Case).where(Case.merged_into_id == case_id).order_by(Case.id)))
 
 
-# --- inbound WeChat messages -------------------------------------------------------------
+def append_description(session: Session, case: Case, text: str, *, max_chars: int) -> Case:
+    """Add one chat turn to the case's description (kept within ``max_chars``)."""
+    text = text.strip()
+    if not text:
+        return case
+    joined = f"{case.description}\n{text}" if case.description else text
+    case.description = joined[:max_chars]
+    case.updated_at = utcnow()
+    session.add(case)
+    session.flush()
+    return case
 
 
-def claim_inbound(session: Session, *, source: str, dedupe_key: str, msg_type: str) -> tuple[InboundMessage, bool]:
-    """Record an inbound message; ``(row, True)`` the first time, ``(existing_row, False)`` on a retry."""
-    try:
-        with session.begin_nested():
-            # msg_type is only a record; WeChat's longer events (event:user_authorization_cancellation)
-            # must not overflow the column (PostgreSQL refuses what SQLite would store).
-            row = InboundMessage(source=source, dedupe_key=dedupe_key, msg_type=msg_type[:32])
-            session.add(row)
-            session.flush()
-        return row, True
-    except IntegrityError:
-        row = session.exec(
-            select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
-        ).one()
-        return row, False
+def set_reporter_phone(session: Session, case: Case, *, phone_enc: str | None, phone_idx: str | None) -> None:
+    case.reporter_phone_enc = phone_enc
+    case.reporter_phone_idx = phone_idx
+    session.add(case)
+    session.flush()
+
+
+def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
+    """Move a case to the green channel (绿色通道) after its description showed sudden hardship."""
+    case.urgent = True
+    case.urgent_reasons = "；".join(x for x in (case.urgent_reasons, reasons) if x)[:500]
+    case.updated_at = utcnow()
+    session.add(case)
+    session.flush()
+    return case

@@ -137,6 +137,30 @@ def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None
         session.flush()
 
 
+def set_subscribed(session: Session, user: WeChatUser, subscribed: bool) -> None:
+    user.subscribed = subscribed
+    session.add(user)
+    session.flush()
+
+
+def save_reporter_details(
+    session: Session, user: WeChatUser, *, name: str | None = None, village_id: int | None = None,
+    phone_enc: str | None = None, consented_at: dt.datetime | None = None,
+) -> WeChatUser:
+    """Remember what an unbound reporter told us, so the next report needs fewer turns."""
+    if name:
+        user.name = name
+    if village_id is not None:
+        user.village_id = village_id
+    if phone_enc is not None:
+        user.phone_enc = phone_enc
+    if consented_at is not None:
+        user.consented_at = consented_at
+    session.add(user)
+    session.flush()
+    return user
+
+
 def bind_household(session: Session, user: WeChatUser, household: Household) -> WeChatUser:
     user.household_id = household.id
     user.village_id = household.village_id
