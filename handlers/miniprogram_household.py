@@ -12,9 +12,9 @@ import hmac
 from storage import session_scope
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import HouseholdCategory
-from storage.households import get_household, households_in_villages
+from storage.households import get_household, household_by_token, households_in_villages
 from storage.models import Household
-from storage.people import household_by_token, wechat_user
+from storage.people import wechat_user
 from storage.regions import ancestors, get_region, villages_named
 
 from . import miniprogram_models as M

@@ -1,9 +1,10 @@
-"""Households (户): the reads of the intake path and the console's look-ups. (Creating and binding:
-``storage.people``.)"""
+"""Households (户): creating them, the reads of the intake path and the console's look-ups.
+(Binding a WeChat user to one: ``storage.people``.)"""
 
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -12,6 +13,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
+from .crypto import DataCipher
 from .db import one_of
 from .models import Household, Region
 
@@ -42,6 +44,45 @@ def households_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Househol
     if not wanted:
         return {}
     return {r.id: HouseholdPlace(*r) for r in conn.execute(_places(conn.dialect.name), {"ids": wanted})}
+
+
+def create_household(
+    session: Session,
+    cipher: DataCipher,
+    *,
+    head_name: str,
+    village_id: int,
+    id_number: str | None = None,
+    phone: str | None = None,
+    group_name: str = "",
+    address: str = "",
+    category: str = "ordinary",
+    members: int = 1,
+    has_labor_capacity: bool = True,
+) -> Household:
+    household = Household(
+        head_name=head_name,
+        village_id=village_id,
+        id_number_enc=cipher.encrypt(id_number),
+        id_number_idx=cipher.blind_index(id_number),
+        phone_enc=cipher.encrypt(phone),
+        phone_idx=cipher.blind_index(phone),
+        group_name=group_name,
+        address=address,
+        category=category,
+        members=members,
+        has_labor_capacity=has_labor_capacity,
+        bind_token=secrets.token_urlsafe(12),
+    )
+    session.add(household)
+    session.flush()
+    return household
+
+
+def household_by_token(session: Session, token: str) -> Household | None:
+    if not token:
+        return None
+    return session.exec(select(Household).where(Household.bind_token == token)).first()
 
 
 def get_household(session: Session, household_id: int | None) -> Household | None:

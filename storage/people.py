@@ -1,4 +1,4 @@
-"""Households (creating, binding), WeChat identities and staff accounts."""
+"""WeChat identities (and their binding to a household) and staff accounts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from .crypto import DataCipher
 from .db import one_of
 from .models import Case, Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
@@ -70,45 +69,6 @@ def verify_password(password: str, stored: str) -> bool:
 
 #: Verifying against this when the user does not exist keeps login timing uniform (production cost).
 DUMMY_HASH = "scrypt$" + "00" * 16 + "$" + "00" * 32
-
-
-def create_household(
-    session: Session,
-    cipher: DataCipher,
-    *,
-    head_name: str,
-    village_id: int,
-    id_number: str | None = None,
-    phone: str | None = None,
-    group_name: str = "",
-    address: str = "",
-    category: str = "ordinary",
-    members: int = 1,
-    has_labor_capacity: bool = True,
-) -> Household:
-    household = Household(
-        head_name=head_name,
-        village_id=village_id,
-        id_number_enc=cipher.encrypt(id_number),
-        id_number_idx=cipher.blind_index(id_number),
-        phone_enc=cipher.encrypt(phone),
-        phone_idx=cipher.blind_index(phone),
-        group_name=group_name,
-        address=address,
-        category=category,
-        members=members,
-        has_labor_capacity=has_labor_capacity,
-        bind_token=secrets.token_urlsafe(12),
-    )
-    session.add(household)
-    session.flush()
-    return household
-
-
-def household_by_token(session: Session, token: str) -> Household | None:
-    if not token:
-        return None
-    return session.exec(select(Household).where(Household.bind_token == token)).first()
 
 
 def get_or_create_wechat_user(session: Session, *, openid: str, app: str = "oa") -> WeChatUser:
