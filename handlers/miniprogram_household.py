@@ -15,7 +15,7 @@ from storage.enums import HouseholdCategory
 from storage.households import get_household, household_by_token, households_in_villages
 from storage.models import Household
 from storage.people import wechat_user
-from storage.regions import ancestors, get_region, villages_named
+from storage.regions import ancestors, find_region, get_region
 
 from . import miniprogram_models as M
 from . import miniprogram_texts as T
@@ -76,7 +76,7 @@ def bind_by_identity(
             v = get_region(session, village_id)
             villages = [v] if v is not None and v.level == "village" else []
         else:
-            villages = villages_named(session, (village or "").strip())
+            villages = find_region(session, (village or "").strip(), level="village")
         if not villages:
             raise NotFound(T.VILLAGE_NOT_FOUND, field="village_id" if village_id is not None else "village",
                            code="village_not_found")

@@ -89,10 +89,6 @@ def get_household(session: Session, household_id: int | None) -> Household | Non
     return session.get(Household, household_id) if household_id is not None else None
 
 
-def households_in_village(session: Session, village_id: int) -> list[Household]:
-    return list(session.exec(select(Household).where(Household.village_id == village_id).order_by(Household.id)))
-
-
 def household_in_scope(session: Session, household_id: int, region_path: str) -> Household | None:
     stmt = (
         select(Household)
@@ -103,6 +99,7 @@ def household_in_scope(session: Session, household_id: int, region_path: str) ->
 
 
 def households_in_villages(session: Session, village_ids: list[int]) -> list[Household]:
+    """The households of the villages ``village_ids``, in id order."""
     if not village_ids:
         return []
     stmt = select(Household).where(Household.village_id.in_(village_ids)).order_by(Household.id)

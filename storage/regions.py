@@ -50,10 +50,11 @@ def regions_by_ids(session: Session, ids: list[int]) -> list[Region]:
 
 
 def find_region(session: Session, name: str, *, level: str | None = None) -> list[Region]:
+    """The regions called ``name`` (of ``level``, when given), in id order."""
     stmt = select(Region).where(Region.name == name)
     if level:
         stmt = stmt.where(Region.level == level)
-    return list(session.exec(stmt))
+    return list(session.exec(stmt.order_by(Region.id)))
 
 
 def find_villages(session: Session, text: str, *, limit: int = 5) -> list[Region]:
@@ -68,11 +69,8 @@ def find_villages(session: Session, text: str, *, limit: int = 5) -> list[Region
 
 def ancestors(session: Session, region: Region) -> list[Region]:
     """From the root down to ``region`` itself."""
-    ids = [int(x) for x in region.path.strip("/").split("/") if x]
-    if not ids:
-        return [region]
-    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
-    return [rows[i] for i in ids if i in rows]
+    ids = path_ids(region.path)
+    return regions_by_ids(session, ids) if ids else [region]
 
 
 def region_label(session: Session, region: Region | None) -> str:
@@ -178,11 +176,6 @@ def path_ids(path: str) -> list[int]:
 def region_in_scope(session: Session, region_id: int, region_path: str) -> Region | None:
     stmt = select(Region).where(Region.id == region_id, Region.path.like(region_path + "%"))
     return session.exec(stmt).first()
-
-
-def villages_named(session: Session, name: str) -> list[Region]:
-    stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
-    return list(session.exec(stmt))
 
 
 def villages_under(session: Session, region_path: str) -> list[Region]:

@@ -24,7 +24,7 @@ from storage.enums import (
     ProcedureStep,
     RiskType,
 )
-from storage.households import households_in_village
+from storage.households import households_in_villages
 from storage.models import Case, Household, Region, utcnow
 from storage.people import staff_by_id, staff_under
 from storage.regions import ancestors, region_label
@@ -278,7 +278,7 @@ def case_view(
         village_households = []
         if "link_household" in actions and case.village_id:
             village_households = [(h.id, f"{h.head_name}（{h.address or h.group_name}）")
-                                  for h in households_in_village(session, case.village_id)]
+                                  for h in households_in_villages(session, [case.village_id])]
         view = CaseView(
             id=case.id, ref=case.ref, version=version_of(case), step=case.step,
             step_label=label(ProcedureStep, case.step), steps=_steps(case), outcome=case.outcome,
