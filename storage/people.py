@@ -164,8 +164,6 @@ def staff_by_username(session: Session, username: str) -> StaffUser | None:
 
 def staff_in_region(session: Session, *, region_path_prefix: str, roles: tuple[str, ...]) -> list[StaffUser]:
     """Active staff with one of ``roles`` whose region is exactly the node with this path."""
-    from .models import Region
-
     stmt = (
         select(StaffUser)
         .join(Region, Region.id == StaffUser.region_id)
