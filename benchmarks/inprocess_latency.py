@@ -77,8 +77,8 @@ def run(users: int, kb_kind: str, instance: Path, db_url: str | None, mode: str)
     from sqlmodel import Session, select
 
     from storage import session_scope
+    from storage.households import create_household
     from storage.models import Household, Region
-    from storage.people import create_household
     from tests.wechat_user import WeChatApp
 
     logging.disable(logging.WARNING)

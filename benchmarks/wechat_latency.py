@@ -63,8 +63,8 @@ def run(mode: str, users: int, kb_kind: str, db_url: str | None) -> dict[str, li
         w.services.knowledge()
     # one household per villager, as in a real county (the five demo ones would pile up cases)
     from storage import session_scope
+    from storage.households import create_household
     from storage.models import Region
-    from storage.people import create_household
 
     with session_scope(w.services.engine) as s:
         villages = list(s.exec(select(Region).where(Region.level == "village")))

@@ -13,7 +13,7 @@ import json
 import logging
 
 from storage import session_scope
-from storage.inbound import get_region, regions_by_ids
+from storage.regions import get_region, regions_by_ids
 
 from . import chat_texts as T
 from .chat_types import Chatter, Inbound

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from storage import session_scope
 from storage.audit import audit
-from storage.inbound import get_household, get_region, set_subscribed
+from storage.households import get_household, household_by_token
 from storage.models import Household, WeChatUser
-from storage.people import bind_household, get_or_create_wechat_user, household_by_token
+from storage.people import bind_household, get_or_create_wechat_user, set_subscribed
+from storage.regions import get_region
 
 from . import chat_texts as T
 from .chat_types import Chatter, Inbound

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from storage import session_scope
 from storage.audit import audit
 from storage.enums import HouseholdCategory
-from storage.queue import villages_under
-from storage.regions import region_label
-from storage.triage import households_in_village, region_in_scope
+from storage.households import households_in_villages
+from storage.regions import region_in_scope, region_label, villages_under
 
 from . import triage_texts as T
 from .context import Context
@@ -52,7 +51,7 @@ class CodeSheet:
 def villages_in_scope(ctx: Context, actor: Actor) -> list[tuple[int, str, int]]:
     """(id, full name, households) of every village the actor can print codes for."""
     with session_scope(ctx.engine) as session:
-        return [(v.id, region_label(session, v), len(households_in_village(session, v.id)))
+        return [(v.id, region_label(session, v), len(households_in_villages(session, [v.id])))
                 for v in villages_under(session, actor.region_path)]
 
 
@@ -67,7 +66,7 @@ def household_codes(
         if village.level != "village":
             raise ValidationError(T.NOT_A_VILLAGE, field="village")
         sheet = CodeSheet(village_id=village.id, village_label=region_label(session, village))
-        homes = households_in_village(session, village.id)
+        homes = households_in_villages(session, [village.id])
         audit(session, action="print_codes", actor_id=actor.id, actor_name=actor.username,
               target=sheet.village_label[:128], detail=T.AUDIT_CODES.format(n=len(homes)), ip=ip)
         tokens: dict[int, str] = {}

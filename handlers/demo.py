@@ -11,8 +11,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from storage import session_scope
+from storage.households import create_household
 from storage.models import Region
-from storage.people import create_household, create_staff
+from storage.people import create_staff
 from storage.regions import create_region, find_region
 
 from .context import Context

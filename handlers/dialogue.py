@@ -25,9 +25,9 @@ from __future__ import annotations
 import time
 
 from storage import session_scope
-from storage.cases import add_attachment, add_event, open_case_for
-from storage.inbound import get_case, get_region
+from storage.cases import add_attachment, add_event, get_case, open_case_for
 from storage.people import staff_in_region
+from storage.regions import get_region
 
 from . import chat_texts as T
 from .ask import answer_question

@@ -9,9 +9,16 @@ from __future__ import annotations
 import re
 
 from storage import session_scope
-from storage.cases import add_event, set_risk_types
+from storage.cases import (
+    add_event,
+    append_description,
+    get_case,
+    mark_urgent,
+    set_reporter_phone,
+    set_risk_types,
+)
 from storage.enums import RiskType
-from storage.inbound import append_description, get_case, get_region, mark_urgent, set_reporter_phone
+from storage.regions import get_region
 
 from . import chat_texts as T
 from . import texts

@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 
 from storage import session_scope
-from storage.cases import add_attachment
-from storage.inbound import get_case, get_region, save_reporter_details
+from storage.cases import add_attachment, get_case
 from storage.models import utcnow
-from storage.people import get_or_create_wechat_user
-from storage.regions import find_villages
+from storage.people import get_or_create_wechat_user, save_reporter_details
+from storage.regions import find_villages, get_region
 
 from . import chat_texts as T
 from .chat_types import Chatter, Inbound, Reply, normalize_word

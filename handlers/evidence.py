@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.api import attachment_by_path
-from storage.cases import add_attachment
+from storage.cases import add_attachment, attachment_by_path
 from storage.files import FileStore, StoredFile
 from storage.models import Attachment, Case
 

@@ -23,22 +23,18 @@ from pathlib import Path
 from storage import session_scope
 from storage.api import (
     api_session,
-    case_by_id,
     claim_idempotency,
-    count_attachments,
     create_api_session,
     delete_pending_idempotency,
     finish_idempotency,
     idempotency_record,
     revoke_api_session,
-    set_unionid,
-    wechat_user,
 )
-from storage.cases import add_event, attachments_of, case_by_ref, events_of
+from storage.cases import add_event, attachments_of, case_by_ref, count_attachments, events_of, get_case
 from storage.enums import Outcome, ProcedureStep, RiskType
 from storage.files import StoredFile
 from storage.models import Attachment, Case, utcnow
-from storage.people import get_or_create_wechat_user
+from storage.people import get_or_create_wechat_user, set_unionid, wechat_user
 
 from . import evidence, texts
 from . import miniprogram_texts as T
@@ -190,7 +186,7 @@ def submit_report(
             _check_unbound(report)
         record, inserted = _claim(session, user_id, idempotency_key, digest)
         if record.case_id is not None:
-            case = case_by_id(session, record.case_id)
+            case = get_case(session, record.case_id)
             return _receipt(session, case), True
         record_id = record.id
 
@@ -216,7 +212,7 @@ def submit_report(
     written: list[StoredFile] = []
     try:
         with session_scope(ctx.engine) as session:
-            case = case_by_id(session, ack.case_id)
+            case = get_case(session, ack.case_id)
             finished = finish_idempotency(session, record_id, ack.case_id)
             if finished:
                 # This request finished the key: it stores the photos and the consent.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from storage import session_scope
-from storage.api import wechat_user
+from storage.people import wechat_user
 from storage.regions import ancestors, get_region
 
 from . import miniprogram_models as M

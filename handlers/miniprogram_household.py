@@ -10,12 +10,12 @@ from __future__ import annotations
 import hmac
 
 from storage import session_scope
-from storage.api import household_by_id, households_in_villages, villages_named, wechat_user
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import HouseholdCategory
+from storage.households import get_household, household_by_token, households_in_villages
 from storage.models import Household
-from storage.people import household_by_token
-from storage.regions import ancestors, get_region
+from storage.people import wechat_user
+from storage.regions import ancestors, find_region, get_region
 
 from . import miniprogram_models as M
 from . import miniprogram_texts as T
@@ -47,7 +47,7 @@ def my_household(ctx: Context, user_id: int) -> M.Household | None:
         user = wechat_user(session, user_id)
         if user is None or user.household_id is None:
             return None
-        hh = household_by_id(session, user.household_id)
+        hh = get_household(session, user.household_id)
         return household_view(ctx, session, hh) if hh else None
 
 
@@ -76,7 +76,7 @@ def bind_by_identity(
             v = get_region(session, village_id)
             villages = [v] if v is not None and v.level == "village" else []
         else:
-            villages = villages_named(session, (village or "").strip())
+            villages = find_region(session, (village or "").strip(), level="village")
         if not villages:
             raise NotFound(T.VILLAGE_NOT_FOUND, field="village_id" if village_id is not None else "village",
                            code="village_not_found")

@@ -20,18 +20,12 @@ from storage import session_scope
 from storage.audit import audit
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import DECISION_STEPS, Channel, Outcome, ProcedureStep, RiskType
+from storage.households import households_by_ids
 from storage.models import utcnow
-from storage.queue import (
-    Cursor,
-    QueueFilter,
-    households_by_ids,
-    queue_cases,
-    queue_page,
-    queue_stats,
-    staff_names,
-    villages_under,
-)
+from storage.people import staff_names
+from storage.queue import Cursor, QueueFilter, queue_cases, queue_page, queue_stats
 from storage.refs import CST
+from storage.regions import villages_under
 
 from . import triage_texts as T
 from .context import Context

@@ -16,8 +16,7 @@ import json
 from dataclasses import dataclass
 
 from storage import session_scope
-from storage.cases import claim_inbound
-from storage.inbound import inbound_state, replace_reply, reply_once
+from storage.inbound import claim_inbound, inbound_state, replace_reply, reply_once
 from storage.inbound import take_over as _take_over_row
 from storage.models import utcnow
 from storage.outbox import enqueue

@@ -18,11 +18,10 @@ from storage.cases import CaseCreate, CaseFiled, cases_for_reporter, file_cases,
 from storage.db import reading, writing
 from storage.enums import Channel, ProcedureStep, RiskType
 from storage.households import HouseholdPlace, households_by_id
-from storage.inbound import regions_by_ids
 from storage.models import Case, Region, utcnow
 from storage.outbox import enqueue
 from storage.people import staff_in_region
-from storage.regions import Village, deadline_rules, nearest_rule, path_ids, villages_by_id
+from storage.regions import Village, deadline_rules, nearest_rule, path_ids, regions_by_ids, villages_by_id
 
 from . import texts
 from .context import Context

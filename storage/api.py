@@ -1,4 +1,4 @@
-"""Data functions of the mini-program API: session tokens, idempotency records and uploads.
+"""The mini-program API's own records: session tokens and idempotency records.
 
 Only a SHA-256 hash of a session token is stored (``ApiSession.token_hash``); the token itself
 exists only in the client. WeChat's ``session_key`` is stored sealed by the caller's cipher.
@@ -12,7 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from .models import ApiSession, Attachment, Case, Household, IdempotencyRecord, Region, WeChatUser, utcnow
+from .models import ApiSession, IdempotencyRecord, utcnow
 
 # --- sessions ------------------------------------------------------------------------------
 
@@ -43,26 +43,6 @@ def revoke_api_session(session: Session, token_hash: str) -> bool:
     session.add(row)
     session.flush()
     return True
-
-
-def revoke_user_sessions(session: Session, user_id: int) -> int:
-    rows = list(session.exec(select(ApiSession).where(ApiSession.user_id == user_id, ApiSession.revoked.is_(False))))
-    for row in rows:
-        row.revoked = True
-        session.add(row)
-    session.flush()
-    return len(rows)
-
-
-def wechat_user(session: Session, user_id: int) -> WeChatUser | None:
-    return session.get(WeChatUser, user_id)
-
-
-def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None:
-    if unionid and user.unionid != unionid:
-        user.unionid = unionid
-        session.add(user)
-        session.flush()
 
 
 # --- idempotency ---------------------------------------------------------------------------
@@ -108,41 +88,3 @@ def delete_pending_idempotency(session: Session, record_id: int) -> None:
     session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id, IdempotencyRecord.case_id.is_(None))
     )
-
-
-# --- households ----------------------------------------------------------------------------
-
-
-def households_in_villages(session: Session, village_ids: list[int]) -> list[Household]:
-    if not village_ids:
-        return []
-    stmt = select(Household).where(Household.village_id.in_(village_ids)).order_by(Household.id)
-    return list(session.exec(stmt))
-
-
-def villages_named(session: Session, name: str) -> list[Region]:
-    stmt = select(Region).where(Region.level == "village", Region.name == name).order_by(Region.id)
-    return list(session.exec(stmt))
-
-
-def household_by_id(session: Session, household_id: int) -> Household | None:
-    return session.get(Household, household_id)
-
-
-def case_by_id(session: Session, case_id: int) -> Case | None:
-    return session.get(Case, case_id)
-
-
-# --- uploads -------------------------------------------------------------------------------
-
-
-def attachment_by_path(session: Session, *, case_id: int, path: str) -> Attachment | None:
-    stmt = select(Attachment).where(Attachment.case_id == case_id, Attachment.path == path)
-    return session.exec(stmt).first()
-
-
-def count_attachments(session: Session, case_id: int, *, kind: str | None = None) -> int:
-    stmt = select(Attachment.id).where(Attachment.case_id == case_id)
-    if kind:
-        stmt = stmt.where(Attachment.kind == kind)
-    return len(session.exec(stmt).all())

@@ -1,4 +1,4 @@
-"""Cases, their timeline and evidence, and the inbound-message dedupe table."""
+"""Cases, their timeline and evidence. (The inbound-message dedupe table: ``storage.inbound``.)"""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, bindparam, func, literal, union_all, update
+from sqlalchemy import Integer, bindparam, literal, union_all, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
 from .db import insert_rows, one_of
-from .models import Attachment, Case, CaseEvent, Household, InboundMessage, WeChatUser, utcnow
+from .models import Attachment, Case, CaseEvent, Household, WeChatUser, utcnow
 from .refs import take_refs
 
 OPEN = Case.closed_at.is_(None)  # type: ignore[union-attr]
@@ -210,8 +209,8 @@ def set_risk_types(session: Session, case: Case, risk_types: Sequence[str]) -> N
     session.add(case)
 
 
-def case_by_inbound_key(session: Session, key: str) -> Case | None:
-    return session.exec(select(Case).where(Case.inbound_key == key)).first()
+def get_case(session: Session, case_id: int | None) -> Case | None:
+    return session.get(Case, case_id) if case_id is not None else None
 
 
 def case_by_ref(session: Session, ref: str) -> Case | None:
@@ -306,39 +305,83 @@ def attachments_of(session: Session, case_id: int) -> list[Attachment]:
     return list(session.exec(select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)))
 
 
-def count_cases(session: Session) -> int:
-    return session.exec(select(func.count()).select_from(Case)).one()
+def attachment_by_path(session: Session, *, case_id: int, path: str) -> Attachment | None:
+    stmt = select(Attachment).where(Attachment.case_id == case_id, Attachment.path == path)
+    return session.exec(stmt).first()
 
 
-# --- inbound WeChat messages -------------------------------------------------------------
+def count_attachments(session: Session, case_id: int, *, kind: str | None = None) -> int:
+    stmt = select(Attachment.id).where(Attachment.case_id == case_id)
+    if kind:
+        stmt = stmt.where(Attachment.kind == kind)
+    return len(session.exec(stmt).all())
 
 
-def claim_inbound(session: Session, *, source: str, dedupe_key: str, msg_type: str) -> tuple[InboundMessage, bool]:
-    """Record an inbound message; ``(row, True)`` the first time, ``(existing_row, False)`` on a retry."""
-    try:
-        with session.begin_nested():
-            # msg_type is only a record; WeChat's longer events (event:user_authorization_cancellation)
-            # must not overflow the column (PostgreSQL refuses what SQLite would store).
-            row = InboundMessage(source=source, dedupe_key=dedupe_key, msg_type=msg_type[:32])
-            session.add(row)
-            session.flush()
-        return row, True
-    except IntegrityError:
-        row = session.exec(
-            select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
-        ).one()
-        return row, False
+def case_in_scope(session: Session, case_id: int, region_path: str, *, for_update: bool = False) -> Case | None:
+    """The case if it lies below ``region_path``; None otherwise (whether it exists or not)."""
+    stmt = select(Case).where(Case.id == case_id, Case.region_path.like(region_path + "%"))
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
 
 
-def store_reply(session: Session, row: InboundMessage, reply: str, *, case_id: int | None = None) -> None:
-    row.reply = reply
-    if case_id is not None:
-        row.case_id = case_id
-    session.add(row)
+def case_by_ref_in_scope(session: Session, ref: str, region_path: str) -> Case | None:
+    stmt = select(Case).where(Case.ref == ref.strip().upper(), Case.region_path.like(region_path + "%"))
+    return session.exec(stmt).first()
+
+
+def update_case(session: Session, case: Case, *, now: dt.datetime | None = None, **fields: Any) -> Case:
+    for key, value in fields.items():
+        if not hasattr(case, key):
+            raise AttributeError(key)
+        setattr(case, key, value)
+    case.updated_at = now or utcnow()
+    session.add(case)
+    session.flush()
+    return case
+
+
+def events_with_action(session: Session, case_id: int, action: str) -> list[CaseEvent]:
+    stmt = select(CaseEvent).where(CaseEvent.case_id == case_id, CaseEvent.action == action).order_by(CaseEvent.id)
+    return list(session.exec(stmt))
+
+
+def open_cases_of_household(session: Session, household_id: int, *, exclude_id: int | None = None) -> list[Case]:
+    stmt = select(Case).where(Case.household_id == household_id, Case.closed_at.is_(None))
+    if exclude_id is not None:
+        stmt = stmt.where(Case.id != exclude_id)
+    return list(session.exec(stmt.order_by(Case.id)))
+
+
+def cases_merged_into(session: Session, case_id: int) -> list[Case]:
+    return list(session.exec(select(Case).where(Case.merged_into_id == case_id).order_by(Case.id)))
+
+
+def append_description(session: Session, case: Case, text: str, *, max_chars: int) -> Case:
+    """Add one chat turn to the case's description (kept within ``max_chars``)."""
+    text = text.strip()
+    if not text:
+        return case
+    joined = f"{case.description}\n{text}" if case.description else text
+    case.description = joined[:max_chars]
+    case.updated_at = utcnow()
+    session.add(case)
+    session.flush()
+    return case
+
+
+def set_reporter_phone(session: Session, case: Case, *, phone_enc: str | None, phone_idx: str | None) -> None:
+    case.reporter_phone_enc = phone_enc
+    case.reporter_phone_idx = phone_idx
+    session.add(case)
     session.flush()
 
 
-def inbound_reply(session: Session, *, source: str, dedupe_key: str) -> InboundMessage | None:
-    return session.exec(
-        select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
-    ).first()
+def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
+    """Move a case to the green channel (绿色通道) after its description showed sudden hardship."""
+    case.urgent = True
+    case.urgent_reasons = "；".join(x for x in (case.urgent_reasons, reasons) if x)[:500]
+    case.updated_at = utcnow()
+    session.add(case)
+    session.flush()
+    return case

@@ -1,7 +1,6 @@
-"""What the WeChat edge needs from the database beyond ``cases.claim_inbound``: compare-and-set
-updates of an inbound message's stored reply (so a retry, a deferred reply and a takeover after a
-crash never deliver twice), WeChat identities' details, and the updates a chat dialogue makes to
-its case."""
+"""Inbound WeChat messages: the dedupe record of each (``claim_inbound``), compare-and-set updates
+of its stored reply (so a retry, a deferred reply and a takeover after a crash never deliver
+twice), and the batched record of messages answered at once (``record_answered``)."""
 
 from __future__ import annotations
 
@@ -10,12 +9,28 @@ from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from .db import insert_rows
-from .models import Case, Household, InboundMessage, Region, WeChatUser, utcnow
+from .models import InboundMessage, utcnow
 
-# --- inbound messages --------------------------------------------------------------------
+
+def claim_inbound(session: Session, *, source: str, dedupe_key: str, msg_type: str) -> tuple[InboundMessage, bool]:
+    """Record an inbound message; ``(row, True)`` the first time, ``(existing_row, False)`` on a retry."""
+    try:
+        with session.begin_nested():
+            # msg_type is only a record; WeChat's longer events (event:user_authorization_cancellation)
+            # must not overflow the column (PostgreSQL refuses what SQLite would store).
+            row = InboundMessage(source=source, dedupe_key=dedupe_key, msg_type=msg_type[:32])
+            session.add(row)
+            session.flush()
+        return row, True
+    except IntegrityError:
+        row = session.exec(
+            select(InboundMessage).where(InboundMessage.source == source, InboundMessage.dedupe_key == dedupe_key)
+        ).one()
+        return row, False
 
 
 def reply_once(session: Session, inbound_id: int, reply: str, *, case_id: int | None = None) -> bool:
@@ -68,85 +83,6 @@ def take_over(session: Session, inbound_id: int, *, seen_received_at: dt.datetim
         .values(received_at=now or utcnow())
     )
     return session.execute(stmt).rowcount == 1
-
-
-# --- WeChat identities ---------------------------------------------------------------------
-
-
-def set_subscribed(session: Session, user: WeChatUser, subscribed: bool) -> None:
-    user.subscribed = subscribed
-    session.add(user)
-    session.flush()
-
-
-def save_reporter_details(
-    session: Session, user: WeChatUser, *, name: str | None = None, village_id: int | None = None,
-    phone_enc: str | None = None, consented_at: dt.datetime | None = None,
-) -> WeChatUser:
-    """Remember what an unbound reporter told us, so the next report needs fewer turns."""
-    if name:
-        user.name = name
-    if village_id is not None:
-        user.village_id = village_id
-    if phone_enc is not None:
-        user.phone_enc = phone_enc
-    if consented_at is not None:
-        user.consented_at = consented_at
-    session.add(user)
-    session.flush()
-    return user
-
-
-def get_household(session: Session, household_id: int | None) -> Household | None:
-    return session.get(Household, household_id) if household_id is not None else None
-
-
-def get_region(session: Session, region_id: int | None) -> Region | None:
-    return session.get(Region, region_id) if region_id is not None else None
-
-
-def regions_by_ids(session: Session, ids: list[int]) -> list[Region]:
-    if not ids:
-        return []
-    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
-    return [rows[i] for i in ids if i in rows]
-
-
-# --- a case being completed in chat --------------------------------------------------------
-
-
-def get_case(session: Session, case_id: int | None) -> Case | None:
-    return session.get(Case, case_id) if case_id is not None else None
-
-
-def append_description(session: Session, case: Case, text: str, *, max_chars: int) -> Case:
-    """Add one chat turn to the case's description (kept within ``max_chars``)."""
-    text = text.strip()
-    if not text:
-        return case
-    joined = f"{case.description}\n{text}" if case.description else text
-    case.description = joined[:max_chars]
-    case.updated_at = utcnow()
-    session.add(case)
-    session.flush()
-    return case
-
-
-def set_reporter_phone(session: Session, case: Case, *, phone_enc: str | None, phone_idx: str | None) -> None:
-    case.reporter_phone_enc = phone_enc
-    case.reporter_phone_idx = phone_idx
-    session.add(case)
-    session.flush()
-
-
-def mark_urgent(session: Session, case: Case, reasons: str) -> Case:
-    """Move a case to the green channel (绿色通道) after its description showed sudden hardship."""
-    case.urgent = True
-    case.urgent_reasons = "；".join(x for x in (case.urgent_reasons, reasons) if x)[:500]
-    case.updated_at = utcnow()
-    session.add(case)
-    session.flush()
-    return case
 
 
 def record_answered(conn: Connection, messages: Sequence[dict], *, now: dt.datetime | None = None) -> None:

@@ -92,7 +92,3 @@ def mark_failed(
     else:
         row.status = "failed"
     session.add(row)
-
-
-def pending_count(session: Session) -> int:
-    return len(session.exec(select(Outbox.id).where(Outbox.status.in_(("pending", "sending")))).all())

@@ -1,4 +1,4 @@
-"""Households, WeChat identities and staff accounts."""
+"""WeChat identities (and their binding to a household) and staff accounts."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ import secrets
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import String, bindparam, func, null
+from sqlalchemy import String, bindparam, func, null, true
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from .crypto import DataCipher
 from .db import one_of
-from .models import Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
+from .models import Case, Household, KeyValue, Region, StaffUser, WeChatUser, utcnow
 
 # scrypt parameters: ~50 ms per hash on the target machine, 16 MiB of memory.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -72,50 +71,6 @@ def verify_password(password: str, stored: str) -> bool:
 DUMMY_HASH = "scrypt$" + "00" * 16 + "$" + "00" * 32
 
 
-def create_household(
-    session: Session,
-    cipher: DataCipher,
-    *,
-    head_name: str,
-    village_id: int,
-    id_number: str | None = None,
-    phone: str | None = None,
-    group_name: str = "",
-    address: str = "",
-    category: str = "ordinary",
-    members: int = 1,
-    has_labor_capacity: bool = True,
-) -> Household:
-    household = Household(
-        head_name=head_name,
-        village_id=village_id,
-        id_number_enc=cipher.encrypt(id_number),
-        id_number_idx=cipher.blind_index(id_number),
-        phone_enc=cipher.encrypt(phone),
-        phone_idx=cipher.blind_index(phone),
-        group_name=group_name,
-        address=address,
-        category=category,
-        members=members,
-        has_labor_capacity=has_labor_capacity,
-        bind_token=secrets.token_urlsafe(12),
-    )
-    session.add(household)
-    session.flush()
-    return household
-
-
-def household_by_token(session: Session, token: str) -> Household | None:
-    if not token:
-        return None
-    return session.exec(select(Household).where(Household.bind_token == token)).first()
-
-
-def households_by_id_number(session: Session, cipher: DataCipher, id_number: str) -> list[Household]:
-    idx = cipher.blind_index(id_number)
-    return list(session.exec(select(Household).where(Household.id_number_idx == idx)))
-
-
 def get_or_create_wechat_user(session: Session, *, openid: str, app: str = "oa") -> WeChatUser:
     """The row for ``openid``; created on first sight, race-safe through the unique constraint."""
     stmt = select(WeChatUser).where(WeChatUser.app == app, WeChatUser.openid == openid)
@@ -128,6 +83,41 @@ def get_or_create_wechat_user(session: Session, *, openid: str, app: str = "oa")
             session.add(user)
     except IntegrityError:
         user = session.exec(stmt).one()
+    return user
+
+
+def wechat_user(session: Session, user_id: int | None) -> WeChatUser | None:
+    return session.get(WeChatUser, user_id) if user_id is not None else None
+
+
+def set_unionid(session: Session, user: WeChatUser, unionid: str | None) -> None:
+    if unionid and user.unionid != unionid:
+        user.unionid = unionid
+        session.add(user)
+        session.flush()
+
+
+def set_subscribed(session: Session, user: WeChatUser, subscribed: bool) -> None:
+    user.subscribed = subscribed
+    session.add(user)
+    session.flush()
+
+
+def save_reporter_details(
+    session: Session, user: WeChatUser, *, name: str | None = None, village_id: int | None = None,
+    phone_enc: str | None = None, consented_at: dt.datetime | None = None,
+) -> WeChatUser:
+    """Remember what an unbound reporter told us, so the next report needs fewer turns."""
+    if name:
+        user.name = name
+    if village_id is not None:
+        user.village_id = village_id
+    if phone_enc is not None:
+        user.phone_enc = phone_enc
+    if consented_at is not None:
+        user.consented_at = consented_at
+    session.add(user)
+    session.flush()
     return user
 
 
@@ -164,14 +154,16 @@ def create_staff(
     return staff
 
 
+def staff_by_id(session: Session, staff_id: int | None) -> StaffUser | None:
+    return session.get(StaffUser, staff_id) if staff_id is not None else None
+
+
 def staff_by_username(session: Session, username: str) -> StaffUser | None:
     return session.exec(select(StaffUser).where(StaffUser.username == username)).first()
 
 
 def staff_in_region(session: Session, *, region_path_prefix: str, roles: tuple[str, ...]) -> list[StaffUser]:
     """Active staff with one of ``roles`` whose region is exactly the node with this path."""
-    from .models import Region
-
     stmt = (
         select(StaffUser)
         .join(Region, Region.id == StaffUser.region_id)
@@ -242,3 +234,37 @@ def senders(conn: Connection, openids: Sequence[str], *, app: str = "oa",
     rows = conn.execute(_senders_stmt(conn.dialect.name, state_prefix is not None), {"app": app, "openids": list(openids),
                                                              "prefix": state_prefix})
     return {row.openid: Sender(*row) for row in rows}
+
+
+def villager_openids(session: Session, case: Case) -> list[str]:
+    """Official-account openids to tell the villager about ``case``: the reporter, else the household's."""
+    if case.reporter_id is not None:
+        user = session.get(WeChatUser, case.reporter_id)
+        if user is not None and user.app == "oa" and user.subscribed:
+            return [user.openid]
+    if case.household_id is not None:
+        stmt = (
+            select(WeChatUser.openid)
+            .where(WeChatUser.household_id == case.household_id, WeChatUser.app == "oa", WeChatUser.subscribed == true())
+            .order_by(WeChatUser.id)
+        )
+        return list(session.exec(stmt))
+    return []
+
+
+def staff_under(session: Session, region_path: str) -> list[StaffUser]:
+    """Active staff whose region lies in the scope (for assignment)."""
+    stmt = (
+        select(StaffUser)
+        .join(Region, Region.id == StaffUser.region_id)
+        .where(Region.path.like(region_path + "%"), StaffUser.active == true())
+        .order_by(StaffUser.id)
+    )
+    return list(session.exec(stmt))
+
+
+def staff_names(session: Session, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    stmt = select(StaffUser.id, StaffUser.display_name).where(StaffUser.id.in_(sorted(set(ids))))
+    return {i: n for i, n in session.exec(stmt)}

@@ -15,15 +15,13 @@ use ``ix_case_region_path`` for narrow scopes.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, false, func, or_, true
 from sqlmodel import Session, select
 
-from .models import Case, Household, Region, StaffUser
-
-_PATH_RE = re.compile(r"^/(\d+/)*$")
+from .models import Case, Household, Region
+from .regions import PATH_RE as _PATH_RE
 
 
 @dataclass(frozen=True)
@@ -226,36 +224,3 @@ def queue_stats(session: Session, f: QueueFilter, *, now: dt.datetime) -> QueueS
         u, o = session.exec(stmt).one()
         n_urgent, n_overdue = int(u or 0), int(o or 0)
     return QueueStats(per_step=per_step, urgent=n_urgent, overdue=n_overdue)
-
-
-def villages_under(session: Session, region_path: str) -> list[Region]:
-    """Villages in the scope, for the village filter."""
-    if not _PATH_RE.match(region_path or ""):
-        raise ValueError(f"not a region path: {region_path!r}")
-    stmt = select(Region).where(Region.level == "village", Region.path.like(region_path + "%")).order_by(Region.path)
-    return list(session.exec(stmt))
-
-
-def staff_under(session: Session, region_path: str) -> list[StaffUser]:
-    """Active staff whose region lies in the scope (for assignment)."""
-    stmt = (
-        select(StaffUser)
-        .join(Region, Region.id == StaffUser.region_id)
-        .where(Region.path.like(region_path + "%"), StaffUser.active == true())
-        .order_by(StaffUser.id)
-    )
-    return list(session.exec(stmt))
-
-
-def households_by_ids(session: Session, ids: list[int]) -> dict[int, Household]:
-    """Households of a page of cases, in one query."""
-    if not ids:
-        return {}
-    return {h.id: h for h in session.exec(select(Household).where(Household.id.in_(sorted(set(ids)))))}
-
-
-def staff_names(session: Session, ids: list[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    stmt = select(StaffUser.id, StaffUser.display_name).where(StaffUser.id.in_(sorted(set(ids))))
-    return {i: n for i, n in session.exec(stmt)}

@@ -25,10 +25,6 @@ def format_ref(day: str, seq: int) -> str:
     return f"SB{day}-{seq:04d}"
 
 
-def is_ref(text: str) -> bool:
-    return bool(REF_RE.match(text.strip().upper()))
-
-
 @functools.cache
 def _take(dialect: str):
     t = RefCounter.__table__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 import weakref
 from collections.abc import Iterable
@@ -15,6 +16,9 @@ from sqlmodel import Session, select
 
 from .db import one_of
 from .models import DeadlineRule, Region
+
+#: A ``Region.path`` (``/1/4/9/``; ``/`` is the whole tree): digits and slashes only.
+PATH_RE = re.compile(r"^/(\d+/)*$")
 
 
 def create_region(session: Session, *, name: str, level: str, parent: Region | None = None) -> Region:
@@ -33,15 +37,24 @@ def create_region(session: Session, *, name: str, level: str, parent: Region | N
     return region
 
 
-def get_region(session: Session, region_id: int) -> Region | None:
-    return session.get(Region, region_id)
+def get_region(session: Session, region_id: int | None) -> Region | None:
+    return session.get(Region, region_id) if region_id is not None else None
+
+
+def regions_by_ids(session: Session, ids: list[int]) -> list[Region]:
+    """The regions of ``ids`` that exist, in the order of ``ids``."""
+    if not ids:
+        return []
+    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows]
 
 
 def find_region(session: Session, name: str, *, level: str | None = None) -> list[Region]:
+    """The regions called ``name`` (of ``level``, when given), in id order."""
     stmt = select(Region).where(Region.name == name)
     if level:
         stmt = stmt.where(Region.level == level)
-    return list(session.exec(stmt))
+    return list(session.exec(stmt.order_by(Region.id)))
 
 
 def find_villages(session: Session, text: str, *, limit: int = 5) -> list[Region]:
@@ -56,21 +69,14 @@ def find_villages(session: Session, text: str, *, limit: int = 5) -> list[Region
 
 def ancestors(session: Session, region: Region) -> list[Region]:
     """From the root down to ``region`` itself."""
-    ids = [int(x) for x in region.path.strip("/").split("/") if x]
-    if not ids:
-        return [region]
-    rows = {r.id: r for r in session.exec(select(Region).where(Region.id.in_(ids)))}
-    return [rows[i] for i in ids if i in rows]
+    ids = path_ids(region.path)
+    return regions_by_ids(session, ids) if ids else [region]
 
 
 def region_label(session: Session, region: Region | None) -> str:
     if region is None:
         return ""
     return "".join(r.name for r in ancestors(session, region))
-
-
-def children(session: Session, region: Region) -> list[Region]:
-    return list(session.exec(select(Region).where(Region.parent_id == region.id).order_by(Region.id)))
 
 
 def set_deadline(session: Session, *, step: str, working_days: int, region: Region | None = None) -> DeadlineRule:
@@ -165,3 +171,16 @@ def deadline_rules(conn: Connection, step: str) -> dict[int | None, int]:
 def path_ids(path: str) -> list[int]:
     """The region ids of a ``Region.path`` (``/1/4/9/``), from the root down."""
     return [int(x) for x in path.strip("/").split("/") if x]
+
+
+def region_in_scope(session: Session, region_id: int, region_path: str) -> Region | None:
+    stmt = select(Region).where(Region.id == region_id, Region.path.like(region_path + "%"))
+    return session.exec(stmt).first()
+
+
+def villages_under(session: Session, region_path: str) -> list[Region]:
+    """Villages in the scope, for the village filter."""
+    if not PATH_RE.match(region_path or ""):
+        raise ValueError(f"not a region path: {region_path!r}")
+    stmt = select(Region).where(Region.level == "village", Region.path.like(region_path + "%")).order_by(Region.path)
+    return list(session.exec(stmt))

@@ -316,8 +316,9 @@ class Deployment:
         from sqlmodel import select
 
         from storage import session_scope
+        from storage.households import create_household
         from storage.models import Region
-        from storage.people import bind_household, create_household, get_or_create_wechat_user
+        from storage.people import bind_household, get_or_create_wechat_user
 
         openids = [f"{prefix}-{i}" for i in range(count)]
         with session_scope(self.services.engine) as s:

@@ -29,7 +29,7 @@ def test_masks():
 
 def test_raw_columns_hold_no_plaintext(db_url, tmp_path):
     from storage import init_db, make_engine, session_scope
-    from storage.people import create_household
+    from storage.households import create_household
     from storage.regions import create_region
 
     engine = make_engine(db_url)

@@ -14,9 +14,10 @@ from sqlmodel import Session, select
 from handlers import routing
 from handlers.quick_report import GroupCommit, _Job, file_batch
 from storage import session_scope
+from storage.households import create_household
 from storage.kv import DatabaseKV
 from storage.models import Case, CaseEvent, InboundMessage, KeyValue, Region
-from storage.people import bind_household, create_household, get_or_create_wechat_user
+from storage.people import bind_household, get_or_create_wechat_user
 from tests.wechat_user import WeChatApp
 
 

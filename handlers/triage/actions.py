@@ -11,10 +11,11 @@ import datetime as dt
 from typing import Any
 
 from storage import session_scope
-from storage.cases import add_event
+from storage.cases import add_event, open_cases_of_household, update_case
 from storage.enums import AssistanceKind
+from storage.households import household_in_scope
 from storage.models import Case, Region, utcnow
-from storage.triage import household_in_scope, open_cases_of_household, staff_by_id, update_case
+from storage.people import staff_by_id
 
 from .. import triage_texts as T
 from ..context import Context

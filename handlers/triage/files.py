@@ -10,9 +10,9 @@ from pathlib import Path
 
 from storage import session_scope
 from storage.audit import audit
+from storage.cases import case_in_scope
 from storage.files import FileStore, StoredFile, UnsafePath
 from storage.models import Attachment, Case
-from storage.triage import case_in_scope
 
 from .. import evidence
 from .. import triage_texts as T

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.audit import audit
+from storage.cases import case_in_scope
 from storage.enums import Outcome
 from storage.models import Case, Region
 from storage.refs import CST
 from storage.regions import deadline_days
-from storage.triage import case_in_scope
 
 from .. import triage_texts as T
 from ..context import Context

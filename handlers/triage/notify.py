@@ -10,10 +10,9 @@ import datetime as dt
 
 from storage.models import Case, Region
 from storage.outbox import enqueue
-from storage.people import staff_in_region
+from storage.people import staff_in_region, villager_openids
 from storage.refs import CST
 from storage.regions import ancestors
-from storage.triage import villager_openids
 
 from .. import triage_texts as T
 

@@ -26,11 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from storage import session_scope
-from storage.cases import add_event, set_risk_types
+from storage.cases import (
+    add_event,
+    case_by_ref_in_scope,
+    case_in_scope,
+    events_with_action,
+    set_risk_types,
+    update_case,
+)
 from storage.enums import MonitoringType, Outcome, ProcedureStep
 from storage.files import StoredFile
 from storage.models import Household, utcnow
-from storage.triage import case_by_ref_in_scope, case_in_scope, events_with_action, update_case
 
 from .. import triage_texts as T
 from ..context import Context

@@ -12,7 +12,7 @@ from typing import Any
 
 from storage import session_scope
 from storage.audit import audit
-from storage.cases import attachments_of, events_of
+from storage.cases import attachments_of, case_in_scope, cases_merged_into, events_of
 from storage.crypto import mask_id_number, mask_phone
 from storage.enums import (
     DECISION_STEPS,
@@ -24,10 +24,10 @@ from storage.enums import (
     ProcedureStep,
     RiskType,
 )
+from storage.households import households_in_villages
 from storage.models import Case, Household, Region, utcnow
-from storage.queue import staff_under
+from storage.people import staff_by_id, staff_under
 from storage.regions import ancestors, region_label
-from storage.triage import case_in_scope, cases_merged_into, households_in_village, staff_by_id
 
 from .. import triage_texts as T
 from ..context import Context
@@ -278,7 +278,7 @@ def case_view(
         village_households = []
         if "link_household" in actions and case.village_id:
             village_households = [(h.id, f"{h.head_name}（{h.address or h.group_name}）")
-                                  for h in households_in_village(session, case.village_id)]
+                                  for h in households_in_villages(session, [case.village_id])]
         view = CaseView(
             id=case.id, ref=case.ref, version=version_of(case), step=case.step,
             step_label=label(ProcedureStep, case.step), steps=_steps(case), outcome=case.outcome,
